@@ -1,0 +1,41 @@
+# Two entry points (see README): `make run` and `make test`. Both create .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# 2-core machines: torch's intra-op threads fight Lightning's loop; one thread is much faster.
+export OMP_NUM_THREADS ?= 1
+export DVC_NO_ANALYTICS := 1
+# dvc.yaml runs `python -m stages.X`: that must be this environment's python.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: setup run test test-fast lint params bench clean
+
+setup: $(VENV)/.installed
+
+# torch first, pinned: the CPU wheel. A bare `torch` requirement would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: setup
+	$(VENV)/bin/dvc repro
+
+test: setup
+	$(VENV)/bin/pytest
+
+test-fast: setup
+	$(VENV)/bin/pytest -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check src stages tests benchmarks
+
+params: setup
+	$(VENV)/bin/datamap compose
+
+bench: setup
+	$(PY) benchmarks/bench_scores.py
+
+clean:
+	rm -rf $(VENV) outputs multirun

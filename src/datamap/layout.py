@@ -1,0 +1,43 @@
+"""Where each stage's artifacts live, relative to a root (the repo under DVC).
+
+dvc.yaml names the same paths; ``tests/test_pipeline_config.py`` checks they agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path = Path(".")
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def prepared(self) -> Path:
+        return self.data / "prepared"
+
+    @property
+    def train(self) -> Path:
+        return self.data / "train"
+
+    @property
+    def cartography(self) -> Path:
+        return self.data / "cartography"
+
+    @property
+    def report(self) -> Path:
+        return self.data / "report"
+
+    def subset(self, spec: str) -> Path:
+        return self.data / "subsets" / spec
+
+    def retrain(self, spec: str) -> Path:
+        return self.data / "retrain" / spec
+
+    def eval(self, spec: str) -> Path:
+        return self.data / "eval" / spec

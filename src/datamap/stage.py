@@ -1,0 +1,79 @@
+"""Runtime glue shared by the stage scripts in ``stages/``.
+
+A stage script is a Hydra app whose task function is wrapped by :func:`stage`. The wrapper
+gives it the artifact layouts to read from and write to, and turns a
+:class:`~datamap.io.DatamapError` into one line on stderr and exit code 2 (no traceback, no
+partial artifact: library code writes atomically).
+
+Under DVC a stage runs on the composed ``params.yaml`` and writes into the repo's ``data/``.
+In a Hydra multirun (``python -m stages.X -m key=a,b``) each job reads inputs from the repo's
+``data/`` and writes its outputs under its own job directory, so jobs never clobber each other
+or the DVC-tracked artifacts.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from datamap.io import ConfigError, DatamapError
+from datamap.layout import Layout
+
+log = logging.getLogger("datamap")
+
+StageFn = Callable[[DictConfig, Layout, Layout], Any]
+
+
+def output_root() -> Path:
+    """The repo root for single runs; the job's own directory inside a Hydra multirun."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+    except (ImportError, ValueError):
+        return Path(".")
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return Path(hydra_cfg.runtime.output_dir)
+    return Path(".")
+
+
+def stage(fn: StageFn) -> Callable[[DictConfig], Any]:
+    """Wrap a stage body ``fn(cfg, inputs, outputs)`` as a Hydra task function."""
+
+    @functools.wraps(fn)
+    def task(cfg: DictConfig) -> Any:
+        logging.getLogger("datamap").setLevel(logging.INFO)
+        try:
+            return fn(cfg, Layout(Path(".")), Layout(output_root()))
+        except DatamapError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    return task
+
+
+def selected_specs(cfg: DictConfig) -> list[str]:
+    """The selection specs a per-subset stage should process.
+
+    ``+spec=NAME`` (what dvc.yaml passes) picks one; without it, every spec in
+    ``selection.specs``, in order.
+    """
+    specs = cfg.get("selection", {}).get("specs") or {}
+    if not specs:
+        raise ConfigError("selection.specs is empty; define at least one selection spec")
+    name = cfg.get("spec")
+    if name is None:
+        return list(specs)
+    if name not in specs:
+        raise ConfigError(
+            f"spec={name!r} is not in selection.specs ({', '.join(specs)}); add it to "
+            "conf/selection/ or pick an existing one"
+        )
+    return [str(name)]
