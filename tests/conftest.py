@@ -1,0 +1,54 @@
+"""Shared fixtures: the real config composed and shrunk, and small prepared datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Before torch is imported anywhere: 2-core CI machines thrash with more threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+for var, value in {
+    "GIT_AUTHOR_NAME": "datamap tests", "GIT_AUTHOR_EMAIL": "tests@datamap.invalid",
+    "GIT_COMMITTER_NAME": "datamap tests", "GIT_COMMITTER_EMAIL": "tests@datamap.invalid",
+}.items():
+    os.environ.setdefault(var, value)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Overrides that shrink the real config for tests (a couple of epochs, quiet trainer).
+TINY = ["trainer.max_epochs=3", "trainer.accelerator=cpu"]
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+def compose_cfg(*overrides: str):
+    from datamap.config import compose
+
+    return compose(ROOT / "conf", overrides=[*TINY, *overrides])
+
+
+@pytest.fixture
+def tiny_cfg():
+    return compose_cfg()
+
+
+@pytest.fixture(scope="session")
+def digits_prepared(tmp_path_factory) -> Path:
+    """The built-in digits, prepared once per session with the default data config."""
+    from hydra.utils import instantiate
+
+    from datamap.data import prepare
+
+    cfg = compose_cfg()
+    out = tmp_path_factory.mktemp("prepared") / "prepared"
+    prepare(instantiate(cfg.data.source).load(), out, val=cfg.data.split.val,
+            test=cfg.data.split.test, label_noise=cfg.data.label_noise,
+            control=instantiate(cfg.data.control), seed=cfg.seed)
+    return out
