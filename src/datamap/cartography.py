@@ -1,0 +1,164 @@
+"""The cartography stage: dynamics -> scores, regions, data map, summary and a review queue.
+
+The review queue (``review/``) is what a user hands to annotators: the hard-to-learn examples,
+lowest confidence first, with the given label and the label the model settled on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from datamap.data.prepare import read_meta, read_split
+from datamap.dynamics.table import read_dynamics
+from datamap.io import DataError, atomic_path, write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+
+def check_labels(dynamics: pa.Table, ids: np.ndarray, labels: np.ndarray, source: str) -> None:
+    """Refuse dynamics recorded against labels other than the prepared train split's."""
+    first = dynamics.filter(
+        pc.and_(pc.equal(dynamics["epoch"], 0),
+                        pc.equal(dynamics["record"], 0))
+    )
+    gold = pd.Series(first["gold"].to_numpy(), index=first["id"].to_numpy())
+    expected = pd.Series(labels, index=ids)
+    mismatch = (gold.reindex(expected.index).to_numpy() != expected.to_numpy())
+    if mismatch.any():
+        raise DataError(
+            f"{source}: {int(mismatch.sum())} example(s) were recorded with a label other than "
+            "the prepared train split's (e.g. id "
+            f"{int(expected.index[np.flatnonzero(mismatch)[0]])}); the dynamics are stale: rerun "
+            "the train stage"
+        )
+
+
+def last_predictions(dynamics: pa.Table) -> pd.Series:
+    """Each example's predicted class at the last record (what the model settled on)."""
+    epoch = dynamics["epoch"].to_numpy()
+    record = dynamics["record"].to_numpy()
+    last = (epoch == epoch.max()) & (record == record[epoch == epoch.max()].max())
+    return pd.Series(dynamics["pred"].to_numpy()[last], index=dynamics["id"].to_numpy()[last])
+
+
+def review_queue(scores: pd.DataFrame, dynamics: pa.Table, class_names: list[str],
+                 top_k: int) -> pd.DataFrame:
+    from datamap.scores import HARD
+
+    hard = scores[scores["region"] == HARD]
+    hard = hard.sort_values(["confidence", "id"], kind="stable").head(top_k)
+    suggested = last_predictions(dynamics).reindex(hard["id"]).to_numpy()
+    names = np.asarray(class_names)
+    return pd.DataFrame({
+        "rank": np.arange(1, len(hard) + 1),
+        "id": hard["id"].to_numpy(),
+        "given_label": names[hard["gold"].to_numpy()],
+        "model_label": names[suggested],
+        "confidence": hard["confidence"].round(6).to_numpy(),
+        "variability": hard["variability"].round(6).to_numpy(),
+        "correctness": hard["correctness"].round(6).to_numpy(),
+    })
+
+
+def plot_review_grid(queue: pd.DataFrame, images: dict[int, np.ndarray], path: Path,
+                     max_images: int = 48) -> None:
+    """A grid of the hardest images with 'given -> model' captions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = queue.head(max_images)
+    n = max(len(rows), 1)
+    cols = min(8, n)
+    nrows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(1.4 * cols, 1.6 * nrows), dpi=100,
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, row in zip(axes.ravel(), rows.itertuples()):
+        image = images[row.id]
+        ax.imshow(image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1),
+                  cmap="gray_r", interpolation="nearest")
+        ax.set_title(f"#{row.id}: {row.given_label}->{row.model_label}", fontsize=7)
+    fig.suptitle("Hard-to-learn examples (given label -> model's label)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+    plt.close(fig)
+
+
+def run_cartography(
+    dynamics_path: str | os.PathLike,
+    prepared_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cfg: Mapping[str, Any],
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Compute scores and write scores.parquet, data_map.png, map_points.csv, summary.json and
+    review/ into ``out_dir``; return the summary."""
+    from datamap.plots import plot_data_map, plot_points_frame
+    from datamap.scores import REGIONS, compute_scores, noise_detection
+
+    out_dir = Path(out_dir)
+    meta = read_meta(prepared_dir)
+    train = read_split(prepared_dir, "train", meta)
+    dynamics = read_dynamics(dynamics_path, expected_ids=train.ids)
+    check_labels(dynamics, train.ids, train.labels, str(dynamics_path))
+
+    regions = cfg.get("regions")
+    scores = compute_scores(
+        dynamics,
+        burn_out=cfg.get("burn_out"),
+        include_ci=bool(cfg.get("include_ci", False)),
+        el2n_epochs=cfg.get("el2n_epochs"),
+        regions=dict(regions) if regions is not None else None,
+    )
+    epochs = int(pc.max(dynamics["epoch"]).as_py()) + 1
+    counts = scores["region"].value_counts()
+    summary: dict[str, Any] = {
+        "examples": int(len(scores)),
+        "epochs_recorded": epochs,
+        "records_per_epoch": int(pc.max(dynamics["record"]).as_py()) + 1,
+        "regions": {r: int(counts.get(r, 0)) for r in REGIONS},
+        "region_means": {
+            r: {c: round(float(scores.loc[scores["region"] == r, c].mean()), 6)
+                for c in ("confidence", "variability", "correctness")}
+            for r in REGIONS if counts.get(r, 0) > 0
+        },
+    }
+    if train.clean_labels is not None:
+        flipped = (train.labels != train.clean_labels)
+        is_flipped = pd.Series(flipped, index=train.ids).reindex(scores["id"]).to_numpy()
+        summary["noise"] = noise_detection(scores, is_flipped)
+
+    write_parquet(out_dir / "scores.parquet",
+                  pa.Table.from_pandas(scores, preserve_index=False).replace_schema_metadata(None))
+    title = f"Data map: {len(scores)} training examples, {epochs} epochs"
+    plot_data_map(scores, out_dir / "data_map.png", title=title,
+                  max_points=int(cfg.get("max_points", 50_000)), seed=seed)
+    points = plot_points_frame(scores, max_points=int(cfg.get("max_points", 50_000)), seed=seed)
+    with atomic_path(out_dir / "map_points.csv") as tmp:
+        points.to_csv(tmp, index=False, float_format="%.6g")
+
+    queue = review_queue(scores, dynamics, meta["class_names"], int(cfg.get("review_top_k", 100)))
+    with atomic_path(out_dir / "review") as tmp:
+        tmp.mkdir()
+        queue.to_csv(tmp / "hard_to_learn.csv", index=False)
+        if meta.get("input_kind") == "image" and len(queue):
+            images = dict(zip(train.ids.tolist(), train.x))
+            plot_review_grid(queue, images, tmp / "hard_to_learn.png")
+    write_json(out_dir / "summary.json", summary)
+    log.info("cartography: %s", summary["regions"])
+    if "noise" in summary:
+        log.info("noise detection: %s", {k: summary["noise"][k] for k in list(summary["noise"])[:4]})
+    return summary

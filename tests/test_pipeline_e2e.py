@@ -1,0 +1,157 @@
+"""End to end: `dvc repro` for real in a temporary copy of the repo, on a tiny config.
+
+One pipeline run is shared by the tests of this module, which then change it step by step in
+file order (no-op rerun, one spec changed, metrics diff, dvc exp run, forced rerun).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+#: Overrides that make the demo fast enough for CI; every later composition repeats them so
+#: only the intended change differs.
+TINY = ["trainer.max_epochs=6"]
+SPECS = ["full", "random_33", "ambiguous_33", "hard_33", "easy_33", "mixed"]
+
+
+def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "OMP_NUM_THREADS": "1",
+        "DVC_NO_ANALYTICS": "1",
+    }
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def compose(repo: Path, *overrides: str) -> None:
+    sh(sys.executable, "-m", "datamap.cli", "compose", *TINY, *overrides, cwd=repo)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A fresh clone-like copy of the project with the pipeline reproduced once."""
+    repo = tmp_path_factory.mktemp("pipeline") / "repo"
+    listed = sh("git", "ls-files", "-co", "--exclude-standard", cwd=ROOT).stdout.split("\n")
+    for name in filter(None, listed):
+        if name.startswith(("data/", ".dvc/cache", ".dvc/tmp")) or not (ROOT / name).is_file():
+            continue
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, repo / name)
+    compose(repo)
+    sh("git", "init", "-q", cwd=repo)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-q", "-m", "tiny pipeline", cwd=repo)
+    result = sh("dvc", "repro", cwd=repo)
+    ran = stages_run(result.stdout)
+    assert {"prepare", "train", "cartography", "report"} <= ran, result.stdout[-3000:]
+    assert {f"retrain@{s}" for s in SPECS} <= ran
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-q", "-m", "reproduce", cwd=repo)
+    return repo
+
+
+def test_outputs_exist_and_make_sense(repo):
+    data = repo / "data"
+    scores = pd.read_parquet(data / "cartography" / "scores.parquet")
+    train = pd.read_parquet(data / "prepared" / "train.parquet")
+    assert len(scores) == len(train) and scores["id"].is_unique
+    assert (data / "cartography" / "data_map.png").read_bytes()[:4] == b"\x89PNG"
+    assert (data / "cartography" / "review" / "hard_to_learn.csv").is_file()
+    summary = json.loads((data / "cartography" / "summary.json").read_text())
+    assert sum(summary["regions"].values()) == len(train)
+    # injected label errors are what cartography should find
+    assert summary["noise"]["hard_to_learn_share"] > 0.5
+    report = json.loads((data / "report" / "metrics.json").read_text())
+    assert list(report) == SPECS
+    for spec in SPECS:
+        assert set(report[spec]) >= {"n_train", "test", "control"}
+        assert 0 < report[spec]["test"]["accuracy"] <= 1
+    assert report["full"]["n_train"] == len(train)
+    assert report["hard_33"]["n_train"] == round(0.33 * len(train))
+    # hard-to-learn holds the flipped labels; the full set does not concentrate them
+    assert report["hard_33"]["flipped_share"] > 2 * report["full"]["flipped_share"]
+    assert "| `mixed` |" in (data / "report" / "summary.md").read_text()
+
+
+def test_second_repro_runs_nothing(repo):
+    result = sh("dvc", "repro", cwd=repo)
+    assert stages_run(result.stdout) == set(), result.stdout
+
+
+def test_metrics_show_lists_the_report(repo):
+    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo).stdout)
+    files = next(iter(shown.values()))["data"]
+    metrics = files["data/report/metrics.json"]["data"]
+    assert metrics["ambiguous_33"]["control"]["accuracy"] > 0
+    assert "data/cartography/summary.json" in files
+
+
+def test_changing_one_fraction_reruns_only_that_spec(repo):
+    compose(repo, "selection.specs.ambiguous_33.ambiguous=0.25")
+    result = sh("dvc", "repro", cwd=repo)
+    assert stages_run(result.stdout) == {
+        "select@ambiguous_33", "retrain@ambiguous_33", "evaluate@ambiguous_33", "report",
+    }, result.stdout
+    report = json.loads((repo / "data" / "report" / "metrics.json").read_text())
+    n_train = len(pd.read_parquet(repo / "data" / "prepared" / "train.parquet"))
+    assert report["ambiguous_33"]["n_train"] == round(0.25 * n_train)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-q", "-m", "ambiguous 0.25", cwd=repo)
+    diff = json.loads(sh("dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json", cwd=repo).stdout)
+    changed = diff["data/report/metrics.json"]
+    assert "ambiguous_33.n_train" in changed
+    assert not any(key.startswith("full.") for key in changed)
+
+
+def test_exp_run_with_set_param(repo):
+    result = sh("dvc", "exp", "run", *[f"-S={o}" for o in TINY],
+                "-S", "selection.specs.ambiguous_33.ambiguous=0.2", cwd=repo)
+    assert stages_run(result.stdout) == {
+        "select@ambiguous_33", "retrain@ambiguous_33", "evaluate@ambiguous_33", "report",
+    }, result.stdout
+    params = (repo / "params.yaml").read_text()
+    assert "ambiguous: 0.2\n" in params
+    shown = sh("dvc", "exp", "show", "--json", cwd=repo).stdout
+    assert "ambiguous_33" in shown
+
+
+def test_forced_rerun_is_byte_identical(repo):
+    sh("git", "checkout", "-q", "--", "params.yaml", "dvc.lock", cwd=repo)
+    sh("dvc", "checkout", "-q", cwd=repo)
+    data = repo / "data"
+    watched = [data / "cartography" / "scores.parquet", data / "train" / "dynamics.parquet",
+               data / "subsets" / "hard_33" / "ids.parquet", data / "train" / "model.ckpt"]
+    before = {p: digest(p) for p in watched}
+    result = sh("dvc", "repro", "-f", "select@hard_33", cwd=repo)
+    assert {"prepare", "train", "cartography", "select@hard_33"} <= stages_run(result.stdout)
+    assert {p: digest(p) for p in watched} == before
+    # identical outputs upstream -> DVC sees every downstream stage as up to date
+    status = sh("dvc", "status", "--json", cwd=repo).stdout
+    assert json.loads(status) == {}, status
