@@ -57,6 +57,100 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
+# --------------------------------------------------------------------------------------------
+# scores and reference dynamics (datamap.scores, datamap.dynamics.reference)
+
+
+def _scores(args: argparse.Namespace) -> int:
+    from datamap.io import write_parquet
+    from datamap.scores import REGIONS, compute_scores, scores_table
+
+    regions: dict[str, object] = {"rule": args.region_rule}
+    for key in ("confidence", "variability", "ambiguous", "hard"):
+        value = getattr(args, key)
+        if value is not None:
+            regions[key] = value
+    scores = compute_scores(
+        args.dynamics,
+        burn_out=args.burn_out,
+        include_ci=args.include_ci,
+        el2n_epochs=None if args.el2n_epochs == 0 else args.el2n_epochs,
+        regions=regions,
+    )
+    write_parquet(args.output, scores_table(scores))
+    counts = scores["region"].value_counts()
+    shares = ", ".join(f"{r} {counts.get(r, 0) / len(scores):.1%}" for r in REGIONS)
+    print(f"wrote {args.output}: {len(scores)} examples over {scores.attrs['records']} "
+          f"record(s) ({shares})")
+    return 0
+
+
+def _import_dynamics(args: argparse.Namespace) -> int:
+    from datamap.dynamics.reference import import_reference_dynamics
+    from datamap.dynamics.table import write_dynamics
+
+    table = import_reference_dynamics(args.directory)
+    write_dynamics(args.output, table)
+    epochs = table.column("epoch")[-1].as_py() + 1
+    print(f"wrote {args.output}: {table.num_rows // epochs} examples x {epochs} epochs")
+    return 0
+
+
+def _export_dynamics(args: argparse.Namespace) -> int:
+    from datamap.dynamics.reference import export_reference_dynamics
+
+    files = export_reference_dynamics(args.dynamics, args.directory)
+    print(f"wrote {len(files)} epoch file(s) to {args.directory}")
+    return 0
+
+
+def _register_scores_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "scores",
+        help="cartography scores of a dynamics table (any split) -> scores.parquet",
+        description="Compute confidence, variability, correctness, forgetfulness, "
+        "threshold closeness, AUM, EL2N, aleatoric uncertainty, mean loss and the region of "
+        "every example of a dynamics table, read in chunks of ids.",
+    )
+    p.add_argument("dynamics", help="dynamics Parquet file (e.g. data/train/dynamics.parquet)")
+    p.add_argument("output", help="scores Parquet file to write")
+    p.add_argument("--burn-out", type=int, default=None, metavar="K",
+                   help="use only the first K epochs")
+    p.add_argument("--include-ci", action="store_true",
+                   help="variability as the reference's sqrt(v + v^2/(R-1))")
+    p.add_argument("--el2n-epochs", type=int, default=2, metavar="N",
+                   help="early epochs averaged by el2n (default 2; 0 = every epoch)")
+    p.add_argument("--region-rule", choices=("threshold", "quantile"), default="threshold")
+    p.add_argument("--confidence", type=float, default=None,
+                   help="threshold rule: easy-to-learn at or above this confidence (0.5)")
+    p.add_argument("--variability", type=float, default=None,
+                   help="threshold rule: ambiguous at or above this variability (0.2)")
+    p.add_argument("--ambiguous", type=float, default=None,
+                   help="quantile rule: fraction labelled ambiguous (0.33)")
+    p.add_argument("--hard", type=float, default=None,
+                   help="quantile rule: fraction labelled hard-to-learn (0.33)")
+    p.set_defaults(func=_scores)
+
+    p = sub.add_parser(
+        "import-dynamics",
+        help="allenai/cartography training_dynamics/ directory -> dynamics.parquet",
+    )
+    p.add_argument("directory", help="directory of dynamics_epoch_<e>.jsonl files")
+    p.add_argument("output", help="dynamics Parquet file to write")
+    p.set_defaults(func=_import_dynamics)
+
+    p = sub.add_parser(
+        "export-dynamics",
+        help="dynamics.parquet (with logits) -> allenai/cartography training_dynamics/",
+    )
+    p.add_argument("dynamics", help="dynamics Parquet file with a logits column")
+    p.add_argument("directory", help="directory to write dynamics_epoch_<e>.jsonl files into")
+    p.set_defaults(func=_export_dynamics)
+
+
+_EXTRA_COMMANDS.append(_register_scores_commands)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)

@@ -136,9 +136,14 @@ def dynamics_schema(meta: DynamicsMeta, logits_dtype: str | None = None) -> pa.S
     fields = [pa.field(name, dtype) for name, dtype in SCHEMA.items()]
     if logits_dtype is not None:
         value_type = _logits_type(logits_dtype)
-        fields.append(pa.field("logits", pa.list_(value_type, meta.num_classes)))
+        fields.append(pa.field("logits", _logits_list_type(value_type, meta.num_classes)))
     schema = pa.schema(fields)
     return schema.with_metadata({b"datamap": _meta_json(meta)})
+
+
+def _logits_list_type(value_type: pa.DataType, num_classes: int) -> pa.DataType:
+    # "element" is the child name Parquet readers give back, so built and re-read tables agree
+    return pa.list_(pa.field("element", value_type), num_classes)
 
 
 def _logits_type(logits_dtype: str) -> pa.DataType:
@@ -188,7 +193,8 @@ def build_dynamics(
         value_type = _logits_type(logits_dtype)
         flat = pa.array(logits[order].astype(value_type.to_pandas_dtype()).ravel(),
                         type=value_type)
-        fields.append(pa.FixedSizeListArray.from_arrays(flat, meta.num_classes))
+        fields.append(pa.FixedSizeListArray.from_arrays(
+            flat, type=_logits_list_type(value_type, meta.num_classes)))
         names.append("logits")
     table = pa.Table.from_arrays(fields, names=names)
     table = with_metadata(table, asdict(meta))
@@ -261,7 +267,8 @@ def _validate(
     if int(record.min()) < 0:
         raise DataError(f"{source}: negative record index")
     n_records = int(record.max()) + 1
-    slot = epoch.astype(np.int64) * n_records + record
+    wide = (int(epoch.max()) + 1) * n_records >= 2**31
+    slot = epoch.astype(np.int64 if wide else np.int32) * n_records + record
     order = _canonical_order(slot, ids)
     if order is None:
         slot_sorted, ids_sorted = slot, ids
@@ -428,7 +435,8 @@ class DynamicsWriter:
             value_type = self.schema.field("logits").type.value_type
             logits = np.asarray(logits, dtype=value_type.to_pandas_dtype())
             flat = pa.array(logits.ravel(), type=value_type)
-            arrays.append(pa.FixedSizeListArray.from_arrays(flat, self.meta.num_classes))
+            arrays.append(pa.FixedSizeListArray.from_arrays(
+                flat, type=self.schema.field("logits").type))
         self.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
 
     def write_table(self, batch: pa.Table) -> None:
@@ -754,6 +762,7 @@ class _FileSource(DynamicsSource):
                 if t.column(name).null_count:
                     raise DataError(f"{self.path}: column {name!r} has missing values")
             grid = {name: t.column(name).to_numpy().reshape(n_slots, n) for name in wanted}
+            del t  # the grids are copies: free the Arrow buffers before the next read
             slot = grid["epoch"].astype(np.int64) * self.records_per_epoch + grid["record"]
             if (slot != expect_slot[:, None]).any():
                 raise DataError(f"{self.path}: row-group statistics disagree with the epoch and "

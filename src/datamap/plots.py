@@ -1,0 +1,163 @@
+"""Figures: the data map (Swayamdipta et al. 2020, Fig. 1) and the points behind it.
+
+Headless and deterministic: figures are drawn on a bare :class:`matplotlib.figure.Figure` with
+the Agg canvas (no pyplot state, no display), PNGs carry no software/time stamps, and the same
+scores give the same bytes. Matplotlib is imported inside the functions so that importing this
+module stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from datamap.io import DataError, atomic_path
+from datamap.scores import AMBIGUOUS, EASY, HARD
+
+#: Columns of :func:`plot_points_frame`.
+POINT_COLUMNS = ("id", "confidence", "variability", "correctness", "region")
+_NEEDED = ("id", "confidence", "variability", "correctness")
+# The paper's colours: low correctness blue, high red, through a dark centre.
+_PALETTE = ("#3f6fb5", "#2b2b2b", "#c8453b")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+@dataclass(frozen=True)
+class DataMapInfo:
+    """What :func:`plot_data_map` drew."""
+
+    path: str
+    n_examples: int
+    n_shown: int
+    title: str
+
+
+def _check(scores: pd.DataFrame) -> None:
+    missing = [c for c in _NEEDED if c not in scores.columns]
+    if missing:
+        raise DataError(f"scores: missing column(s) {', '.join(missing)} for the data map")
+    if len(scores) == 0:
+        raise DataError("scores: no examples to plot")
+
+
+def subsample_positions(n: int, max_points: int, seed: int = 0) -> np.ndarray:
+    """Sorted row positions of a seeded uniform subsample of ``max_points`` out of ``n`` (all
+    rows when ``n <= max_points``)."""
+    if max_points < 1:
+        raise ValueError("max_points must be positive")
+    if n <= max_points:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=max_points, replace=False))
+
+
+def plot_points_frame(scores: pd.DataFrame, max_points: int = 50_000,
+                      seed: int = 0) -> pd.DataFrame:
+    """The points of the data map -- the same seeded subsample :func:`plot_data_map` draws --
+    as a DataFrame with :data:`POINT_COLUMNS`, sorted by id (for a DVC scatter plot)."""
+    _check(scores)
+    rows = scores.sort_values("id", kind="stable") if not scores["id"].is_monotonic_increasing \
+        else scores
+    rows = rows.iloc[subsample_positions(len(rows), max_points, seed)]
+    frame = pd.DataFrame({c: rows[c].to_numpy() for c in _NEEDED})
+    frame["region"] = (np.asarray(rows["region"], dtype=object) if "region" in rows.columns
+                       else np.full(len(rows), "", dtype=object))
+    return frame
+
+
+def _correctness_bins(correctness: np.ndarray) -> np.ndarray:
+    """The paper's hue: correctness rounded to one decimal (0.0, 0.1, ..., 1.0)."""
+    return np.round(np.asarray(correctness, dtype=np.float64) * 10.0).astype(np.int64)
+
+
+def plot_data_map(
+    scores: pd.DataFrame,
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+    max_points: int = 50_000,
+    seed: int = 0,
+    dpi: int = 100,
+    point_size: float = 8.0,
+) -> DataMapInfo:
+    """Draw the data map of ``scores`` (output of :func:`datamap.scores.compute_scores`) to a
+    PNG at ``path`` (written atomically).
+
+    Layout as in the paper: a scatter of variability (x) against confidence (y), coloured (and,
+    with few bins, shaped) by correctness rounded to 0.0, 0.1, ..., 1.0 with an ordered legend,
+    the region labels "easy-to-learn", "ambiguous" and "hard-to-learn" as annotations, and below
+    it histograms of confidence, variability and correctness. Above ``max_points`` examples a
+    uniform subsample drawn with ``seed`` is plotted, and the title says so (the histograms use
+    every example).
+    """
+    from matplotlib.colors import LinearSegmentedColormap
+    from matplotlib.figure import Figure
+
+    _check(scores)
+    points = plot_points_frame(scores, max_points, seed)
+    n, shown = len(scores), len(points)
+    head = title or "Data map"
+    if shown < n:
+        full_title = (f"{head} — {shown:,} of {n:,} examples shown "
+                      f"(random subsample, seed {seed})")
+    else:
+        full_title = f"{head} — {n:,} examples"
+
+    fig = Figure(figsize=(14, 9), dpi=dpi)
+    grid = fig.add_gridspec(2, 3, height_ratios=[4, 1.3])
+    ax = fig.add_subplot(grid[0, :])
+
+    bins = _correctness_bins(points["correctness"].to_numpy())
+    present = np.unique(bins)
+    cmap = LinearSegmentedColormap.from_list("datamap", _PALETTE)
+    use_markers = len(present) <= len(_MARKERS)
+    x = points["variability"].to_numpy()
+    y = points["confidence"].to_numpy()
+    for i, b in enumerate(present):
+        sel = bins == b
+        ax.scatter(x[sel], y[sel], s=point_size, color=cmap(b / 10.0), alpha=0.75,
+                   marker=_MARKERS[i] if use_markers else "o", linewidths=0,
+                   label=f"{b / 10:.1f}", rasterized=True)
+    ax.legend(title="correctness", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=True,
+              markerscale=2.0)
+    ax.set_xlabel("variability")
+    ax.set_ylabel("confidence")
+    ax.set_title(full_title, fontsize=14)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(left=min(0.0, float(x.min()) - 0.01))
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+
+    def box(colour: str) -> dict:
+        return {"boxstyle": "round,pad=0.3", "ec": colour, "lw": 2, "fc": "white"}
+
+    ax.annotate(AMBIGUOUS, xy=(0.9, 0.5), xycoords="axes fraction", fontsize=14, va="center",
+                ha="center", rotation=350, bbox=box("black"))
+    ax.annotate(EASY, xy=(0.27, 0.85), xycoords="axes fraction", fontsize=14, va="center",
+                ha="center", bbox=box("r"))
+    ax.annotate(HARD, xy=(0.35, 0.25), xycoords="axes fraction", fontsize=14, va="center",
+                ha="center", bbox=box("b"))
+
+    conf_all = scores["confidence"].to_numpy(dtype=np.float64)
+    var_all = scores["variability"].to_numpy(dtype=np.float64)
+    bins_all = _correctness_bins(scores["correctness"].to_numpy())
+    ax1 = fig.add_subplot(grid[1, 0])
+    ax1.hist(conf_all, bins=50, color="#622a87")
+    ax1.set_xlabel("confidence")
+    ax1.set_ylabel("examples")
+    ax1.set_title(f"all {n:,} examples", fontsize=9, loc="left")
+    ax2 = fig.add_subplot(grid[1, 1])
+    ax2.hist(var_all, bins=50, color="teal")
+    ax2.set_xlabel("variability")
+    ax3 = fig.add_subplot(grid[1, 2])
+    labels, counts = np.unique(bins_all, return_counts=True)
+    ax3.bar([f"{b / 10:.1f}" for b in labels], counts, color="#86bf91")
+    ax3.set_xlabel("correctness")
+    ax3.xaxis.grid(True)
+    fig.tight_layout()
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+    return DataMapInfo(path=str(path), n_examples=n, n_shown=shown, title=full_title)
