@@ -107,7 +107,7 @@ def run_cartography(
     """Compute scores and write scores.parquet, data_map.png, map_points.csv, summary.json and
     review/ into ``out_dir``; return the summary."""
     from datamap.plots import plot_data_map, plot_points_frame
-    from datamap.scores import REGIONS, compute_scores, noise_detection
+    from datamap.scores import REGIONS, compute_scores, noise_detection, scores_table
 
     out_dir = Path(out_dir)
     meta = read_meta(prepared_dir)
@@ -141,9 +141,8 @@ def run_cartography(
         is_flipped = pd.Series(flipped, index=train.ids).reindex(scores["id"]).to_numpy()
         summary["noise"] = noise_detection(scores, is_flipped)
 
-    write_parquet(out_dir / "scores.parquet",
-                  pa.Table.from_pandas(scores, preserve_index=False).replace_schema_metadata(None))
-    title = f"Data map: {len(scores)} training examples, {epochs} epochs"
+    write_parquet(out_dir / "scores.parquet", scores_table(scores))
+    title = f"Data map of the training set ({epochs} epochs)"
     plot_data_map(scores, out_dir / "data_map.png", title=title,
                   max_points=int(cfg.get("max_points", 50_000)), seed=seed)
     points = plot_points_frame(scores, max_points=int(cfg.get("max_points", 50_000)), seed=seed)
