@@ -1,4 +1,9 @@
-"""train: fit the classifier on the prepared train split while recording training dynamics."""
+"""train: fit the classifier on the prepared train split while recording training dynamics.
+
+Checkpoints go to ``data/train/checkpoints`` (a persistent DVC out): ``resume: true``
+continues an interrupted run of the same configuration from its last checkpoint,
+``resume: <path.ckpt>`` from that checkpoint; ``resume: false`` clears the directory first.
+"""
 
 import hydra
 
@@ -9,7 +14,8 @@ from datamap.training import fit_classifier
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
 @stage
 def main(cfg, inputs, outputs):
-    fit_classifier(cfg, prepared_dir=inputs.prepared, out_dir=outputs.train, record_dynamics=True)
+    fit_classifier(cfg, prepared_dir=inputs.prepared, out_dir=outputs.train, record_dynamics=True,
+                   checkpoint_dir=outputs.train / "checkpoints", resume=cfg.get("resume", False))
 
 
 if __name__ == "__main__":

@@ -2,17 +2,22 @@
 
 Reads as the lightning-hydra-template entry point does: seed, instantiate datamodule, model,
 callbacks, loggers, trainer, fit. Everything the run writes goes to a staging directory that is
-moved into place only when fit succeeds, so a failed run leaves no artifact behind.
+moved into place only when fit succeeds, so a failed run leaves no artifact behind -- except the
+Lightning checkpoints when the caller names a persistent ``checkpoint_dir`` (the train stage's
+``data/train/checkpoints``), which is what makes ``resume`` possible after a crash.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +109,91 @@ def load_model(path: str | os.PathLike) -> Any:
     return model.eval()
 
 
+#: Held-out dynamics files the recorder writes when ``dynamics.splits`` asks for them.
+HELDOUT_DYNAMICS = ("dynamics_val.parquet", "dynamics_test.parquet")
+#: In a persistent checkpoint directory: which configuration wrote it and whether it finished.
+RUN_FILE = "run.json"
+
+
+def run_fingerprint(cfg: DictConfig, prepared_dir: str | os.PathLike,
+                    train_ids: np.ndarray | None) -> str:
+    """A hash of everything that determines the training run, for deciding whether a checkpoint
+    may be resumed: seed, datamodule, model, trainer, dynamics, callbacks, the prepared data's
+    ``meta.json`` and the training subset. A resumed run must give what an uninterrupted run of
+    the same configuration gives, so any change means training afresh."""
+    conf = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(
+        cfg.get(key)) else cfg.get(key)
+        for key in ("seed", "model", "trainer", "dynamics", "callbacks")}
+    conf["datamodule"] = OmegaConf.to_container(cfg.data.datamodule, resolve=True)
+    digest = hashlib.sha256(json.dumps(conf, sort_keys=True, default=str).encode())
+    meta = Path(prepared_dir) / "meta.json"
+    if meta.is_file():
+        digest.update(meta.read_bytes())
+    if train_ids is not None:
+        digest.update(np.ascontiguousarray(np.sort(np.asarray(train_ids, np.int64))).tobytes())
+    return digest.hexdigest()
+
+
+def _read_run(checkpoint_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((checkpoint_dir / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def resume_checkpoint(checkpoint_dir: Path, resume: bool | str | None,
+                      fingerprint: str) -> str | None:
+    """The checkpoint to resume from, or None to train afresh.
+
+    ``resume`` False/None: afresh. True: ``checkpoint_dir/last.ckpt`` when it belongs to an
+    unfinished run of the same configuration, else afresh (logged). A path: that checkpoint,
+    which must exist and, when its directory says which configuration wrote it, match this one.
+    """
+    if resume is None or resume is False:
+        return None
+    if resume is True:
+        last = checkpoint_dir / "last.ckpt"
+        run = _read_run(checkpoint_dir)
+        if not last.is_file():
+            log.info("resume: no %s yet; training from scratch", last)
+            return None
+        if run.get("fingerprint") != fingerprint:
+            log.warning("resume: %s was written by a different configuration (or its %s is "
+                        "missing); training from scratch", last, RUN_FILE)
+            return None
+        if run.get("finished"):
+            log.info("resume: the run in %s finished; training from scratch", checkpoint_dir)
+            return None
+        return str(last)
+    path = Path(str(resume))
+    if not path.is_file():
+        raise ConfigError(f"resume={resume!r}: checkpoint not found; pass the path of a .ckpt "
+                          "file, true (the last checkpoint of the train stage) or false")
+    run = _read_run(path.parent)
+    if run and run.get("fingerprint") != fingerprint:
+        raise ConfigError(f"resume={resume!r}: the checkpoint was written with a different "
+                          "configuration (see its run.json); resuming it would mix two runs")
+    return str(path)
+
+
+def _prepare_checkpoint_dir(checkpoint_dir: Path, ckpt_path: str | None,
+                            fingerprint: str) -> None:
+    """Rank 0: clear the directory unless resuming from a checkpoint inside it; mark the run."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        return  # DDP ranks > 0 start inside trainer.fit, after rank 0 has done this
+    inside = ckpt_path is not None and checkpoint_dir.resolve() in Path(ckpt_path).resolve().parents
+    if not inside and checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)  # a fresh run must not see an earlier run's files
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    parts = Path(ckpt_path).parent / "dynamics" if ckpt_path is not None else None
+    if not inside and parts is not None and parts.is_dir():
+        # resuming a checkpoint kept elsewhere: its completed epochs' dynamics come along
+        shutil.copytree(parts, checkpoint_dir / "dynamics")
+    write_json(checkpoint_dir / RUN_FILE, {"fingerprint": fingerprint, "finished": False})
+
+
 def fit_classifier(
     cfg: DictConfig,
     *,
@@ -111,9 +201,23 @@ def fit_classifier(
     out_dir: str | os.PathLike,
     train_ids: np.ndarray | None = None,
     record_dynamics: bool = False,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool | str | None = False,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """Train one model; write ``model.ckpt``, ``metrics.json``, ``logs/`` (and
-    ``dynamics.parquet`` when ``record_dynamics``) into ``out_dir``. Returns the metrics."""
+    """Train one model; write ``model.ckpt``, ``metrics.json``, ``logs/`` (and the dynamics
+    files when ``record_dynamics``) into ``out_dir``. Returns the metrics.
+
+    Args:
+        checkpoint_dir: where Lightning checkpoints and the recorder's per-epoch dynamics parts
+            go. None: a temporary directory, discarded after the run (no resume). A persistent
+            directory survives a failed run; it is cleared when a run starts afresh, so fresh runs
+            never see an earlier run's files.
+        resume: False: train afresh. True: continue from ``checkpoint_dir/last.ckpt`` if an
+            unfinished run of the same configuration left it (else afresh). A path: continue
+            from that checkpoint. Completed epochs' dynamics are kept; a partial one is redone.
+        callbacks: extra Lightning callbacks, appended to the configured ones.
+    """
     import lightning.pytorch as pl
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -123,6 +227,17 @@ def fit_classifier(
     # A sibling, not a child: a failed run must not leave even an empty out_dir behind.
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
     try:
+        ckpt_path = None
+        fingerprint = ""
+        if checkpoint_dir is None:
+            if resume not in (None, False):
+                raise ConfigError("resume needs a persistent checkpoint directory")
+            checkpoint_dir = staging / "checkpoints"
+        else:
+            checkpoint_dir = Path(checkpoint_dir)
+            fingerprint = run_fingerprint(cfg, prepared_dir, train_ids)
+            ckpt_path = resume_checkpoint(checkpoint_dir, resume, fingerprint)
+            _prepare_checkpoint_dir(checkpoint_dir, ckpt_path, fingerprint)
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
         log.info("datamodule: %s", cfg.data.datamodule._target_)
         datamodule = instantiate(cfg.data.datamodule, prepared_dir=str(prepared_dir),
@@ -130,22 +245,32 @@ def fit_classifier(
         log.info("model: %s", cfg.model._target_)
         model = instantiate(cfg.model, input_shape=list(datamodule.input_shape),
                             num_classes=datamodule.num_classes)
-        callbacks = instantiate_group(cfg.get("callbacks"), "callbacks",
-                                      dirpath=str(staging / "checkpoints"))
+        all_callbacks = instantiate_group(cfg.get("callbacks"), "callbacks",
+                                          dirpath=str(checkpoint_dir))
         if record_dynamics:
-            callbacks.append(instantiate(cfg.dynamics, dirpath=str(staging), seed=int(cfg.seed)))
+            # Completed epochs go to part files next to the checkpoints, so a resumed run finds
+            # them (the checkpoints themselves stay small); a throwaway run keeps them in memory.
+            parts = str(checkpoint_dir / "dynamics") if fingerprint else None
+            all_callbacks.append(instantiate(cfg.dynamics, dirpath=str(staging),
+                                             seed=int(cfg.seed), parts_dir=parts))
+        all_callbacks.extend(callbacks)
         loggers = instantiate_group(cfg.get("logger"), "logger",
                                     save_dir=str(staging / "logs"), dir=str(staging / "logs"))
-        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks,
+        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=all_callbacks,
                                           logger=loggers or False,
                                           default_root_dir=str(staging))
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        log.info("fit: %d training examples, %s", len(datamodule.split("train")),
-                 f"up to {trainer.max_epochs} epochs")
-        trainer.fit(model, datamodule=datamodule)
+        log.info("fit: %d training examples, %s%s", len(datamodule.split("train")),
+                 f"up to {trainer.max_epochs} epochs",
+                 f", resuming from {ckpt_path}" if ckpt_path else "")
+        with warnings.catch_warnings():
+            # run.json (and, when resuming, the earlier checkpoints) are meant to be there
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* not empty")
+            # weights_only=False: our own checkpoints hold the model's partial constructors.
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
 
-        checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+        checkpoint = next((c for c in all_callbacks if isinstance(c, ModelCheckpoint)), None)
         best = checkpoint.best_model_path if checkpoint is not None else ""
         if trainer.is_global_zero:
             save_model(model, staging / "model.ckpt", best_checkpoint=best or None)
@@ -158,8 +283,16 @@ def fit_classifier(
             datamodule.split("train")))
         if trainer.is_global_zero:
             write_json(staging / "metrics.json", metrics)
-            _move_into(staging, out_dir,
-                       ["model.ckpt", "metrics.json", "logs", "dynamics.parquet"])
+            names = ["model.ckpt", "metrics.json", "logs", "dynamics.parquet", *HELDOUT_DYNAMICS]
+            for name in HELDOUT_DYNAMICS:  # not recorded this time: drop an earlier run's file
+                if record_dynamics and not (staging / name).exists():
+                    (out_dir / name).unlink(missing_ok=True)
+            _move_into(staging, out_dir, names)
+            if fingerprint:
+                write_json(checkpoint_dir / RUN_FILE, {"fingerprint": fingerprint,
+                                                       "finished": True})
+                # the parts are in dynamics*.parquet now; a finished run is never resumed
+                shutil.rmtree(checkpoint_dir / "dynamics", ignore_errors=True)
         return metrics
     finally:
         shutil.rmtree(staging, ignore_errors=True)

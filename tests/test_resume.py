@@ -1,0 +1,179 @@
+"""Resuming the train stage: an interrupted run continued from its last checkpoint gives the same
+bytes as an uninterrupted one; runs that must not be mixed are not."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from functools import partial
+
+import lightning.pytorch as pl
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from datamap.data.module import PreparedDataModule
+from datamap.dynamics import DynamicsRecorder
+from datamap.io import ConfigError
+from datamap.models import MLP, Classifier
+from datamap.training import fit_classifier
+
+from .conftest import compose_cfg
+
+# dropout makes the run depend on the global RNG stream, which Lightning does not restore
+OVERRIDES = ["trainer.max_epochs=4", "model.net.dropout=0.3", "model.net.hidden=[32]",
+             "data.datamodule.batch_size=64", "dynamics.splits=[train,val]"]
+FILES = ["dynamics.parquet", "dynamics_val.parquet", "model.ckpt", "metrics.json"]
+
+
+class Crash(pl.Callback):
+    """Fails in the middle of an epoch, after the checkpoint of the previous one."""
+
+    def __init__(self, epoch: int = 2, batch: int = 5):
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            raise RuntimeError("simulated crash")
+
+
+def train(cfg, prepared, out, ckpt, **kwargs):
+    return fit_classifier(cfg, prepared_dir=prepared, out_dir=out, record_dynamics=True,
+                          checkpoint_dir=ckpt, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(digits_prepared, tmp_path_factory):
+    root = tmp_path_factory.mktemp("uninterrupted")
+    train(compose_cfg(*OVERRIDES), digits_prepared, root / "train", root / "checkpoints")
+    return root / "train"
+
+
+def test_resume_after_crash_is_byte_identical(digits_prepared, uninterrupted, tmp_path):
+    cfg = compose_cfg(*OVERRIDES)
+    out, ckpt = tmp_path / "train", tmp_path / "checkpoints"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, digits_prepared, out, ckpt, callbacks=[Crash(epoch=2)])
+    assert not out.exists()  # a failed run leaves no out ...
+    assert (ckpt / "last.ckpt").is_file()  # ... but its checkpoints and completed epochs
+    assert sorted(p.name for p in (ckpt / "dynamics" / "train").iterdir()) == [
+        "epoch_00000.arrow", "epoch_00001.arrow"]  # the partial epoch 2 is not there
+    assert json.loads((ckpt / "run.json").read_text())["finished"] is False
+
+    # as DVC checks out a cached persistent out with cache.type hardlink/symlink: links into
+    # its cache, which the resumed run must not write through (all writes replace files)
+    cache = tmp_path / "dvc-cache"
+    cache.mkdir()
+    for i, path in enumerate(p for p in sorted(ckpt.rglob("*")) if p.is_file()):
+        (cache / str(i)).write_bytes(path.read_bytes())
+        (cache / str(i)).chmod(0o444)
+        path.unlink()
+        os.link(cache / str(i), path)
+    cached = {p: p.read_bytes() for p in cache.iterdir()}
+
+    train(cfg, digits_prepared, out, ckpt, resume=True)
+    assert {p: p.read_bytes() for p in cache.iterdir()} == cached  # the cache is untouched
+    for name in FILES:
+        assert (out / name).read_bytes() == (uninterrupted / name).read_bytes(), name
+    assert json.loads((ckpt / "run.json").read_text())["finished"] is True
+
+
+def test_resume_from_explicit_checkpoint(digits_prepared, uninterrupted, tmp_path):
+    cfg = compose_cfg(*OVERRIDES)
+    out, ckpt = tmp_path / "train", tmp_path / "checkpoints"
+    with pytest.raises(RuntimeError):
+        train(cfg, digits_prepared, out, ckpt, callbacks=[Crash(epoch=3, batch=0)])
+    # last.ckpt is epoch 2's: keep it elsewhere, with the dynamics parts that belong to it
+    elsewhere = tmp_path / "kept"
+    elsewhere.mkdir()
+    (elsewhere / "at_epoch_2.ckpt").write_bytes((ckpt / "last.ckpt").read_bytes())
+    shutil.copytree(ckpt / "dynamics", elsewhere / "dynamics")
+    shutil.rmtree(ckpt)
+    train(cfg, digits_prepared, out, ckpt, resume=str(elsewhere / "at_epoch_2.ckpt"))
+    for name in FILES:
+        assert (out / name).read_bytes() == (uninterrupted / name).read_bytes(), name
+
+
+def test_resume_true_trains_afresh_when_it_cannot_resume(digits_prepared, uninterrupted,
+                                                         tmp_path):
+    out, ckpt = tmp_path / "train", tmp_path / "checkpoints"
+    ckpt.mkdir()
+    (ckpt / "stale.ckpt").write_text("from an earlier run")
+    # nothing to resume: trains from scratch, clearing the directory first
+    train(compose_cfg(*OVERRIDES), digits_prepared, out, ckpt, resume=True)
+    assert not (ckpt / "stale.ckpt").exists()
+    for name in FILES:
+        assert (out / name).read_bytes() == (uninterrupted / name).read_bytes(), name
+    # a finished run is not resumed either (that would skip training and lose the metrics)
+    train(compose_cfg(*OVERRIDES), digits_prepared, out, ckpt, resume=True)
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 4
+    # an interrupted run of a different configuration is not resumed
+    with pytest.raises(RuntimeError):
+        train(compose_cfg(*OVERRIDES), digits_prepared, out, ckpt, callbacks=[Crash(epoch=1)])
+    changed = compose_cfg(*OVERRIDES, "model.optimizer.lr=0.01")
+    train(changed, digits_prepared, out, ckpt, resume=True)
+    assert (out / "model.ckpt").read_bytes() != (uninterrupted / "model.ckpt").read_bytes()
+    frame = pq.read_table(out / "dynamics.parquet")
+    assert sorted(set(frame.column("epoch").to_pylist())) == [0, 1, 2, 3]
+
+
+def test_explicit_resume_refuses_missing_or_foreign_checkpoints(digits_prepared, tmp_path):
+    cfg = compose_cfg(*OVERRIDES)
+    out, ckpt = tmp_path / "train", tmp_path / "checkpoints"
+    with pytest.raises(ConfigError, match="not found"):
+        train(cfg, digits_prepared, out, ckpt, resume=str(tmp_path / "nope.ckpt"))
+    with pytest.raises(RuntimeError):
+        train(cfg, digits_prepared, out, ckpt, callbacks=[Crash(epoch=1)])
+    changed = compose_cfg(*OVERRIDES, "seed=1")
+    with pytest.raises(ConfigError, match="different configuration"):
+        train(changed, digits_prepared, out, ckpt, resume=str(ckpt / "last.ckpt"))
+    with pytest.raises(ConfigError, match="persistent checkpoint"):
+        fit_classifier(cfg, prepared_dir=digits_prepared, out_dir=out, resume=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# the callback alone: without part files its completed epochs travel inside the checkpoint
+
+
+def _fit(prepared, tmp_path, recorder, ckpt_path=None, crash=None):
+    pl.seed_everything(0, workers=True, verbose=False)
+    model = Classifier(net=partial(MLP, hidden=[16], dropout=0.2),
+                       optimizer=partial(torch.optim.AdamW, lr=3e-3),
+                       input_shape=(1, 8, 8), num_classes=10)
+    callbacks = [recorder, ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)]
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=3, logger=False, deterministic=True,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, callbacks=callbacks + ([crash] if crash else []))
+    trainer.fit(model, datamodule=PreparedDataModule(prepared, batch_size=64),
+                ckpt_path=ckpt_path, weights_only=False)
+
+
+def test_recorder_state_inside_checkpoint(digits_prepared, tmp_path):
+    full = DynamicsRecorder(store_logits=True)
+    _fit(digits_prepared, tmp_path / "a", full)
+    with pytest.raises(RuntimeError):
+        _fit(digits_prepared, tmp_path / "b", DynamicsRecorder(store_logits=True),
+             crash=Crash(epoch=2, batch=3))
+    state = torch.load(tmp_path / "b" / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]
+    (recorder_state,) = [v for k, v in state.items() if k.startswith("DynamicsRecorder")]
+    assert recorder_state["epochs"] == {"train": 2} and len(recorder_state["arrays"]["train"]) == 2
+
+    last = tmp_path / "b" / "ckpt" / "last.ckpt"
+    # resuming with a different recording config is refused, not mixed
+    with pytest.raises(ConfigError, match="recorded with"):
+        _fit(digits_prepared, tmp_path / "b", DynamicsRecorder(store_logits=False),
+             ckpt_path=last)
+
+    resumed = DynamicsRecorder(store_logits=True)
+    _fit(digits_prepared, tmp_path / "b", resumed, ckpt_path=last)
+    a, b = full.table(), resumed.table()
+    assert a.equals(b)
+    assert np.array_equal(a.column("epoch").to_numpy(), np.repeat([0, 1, 2], a.num_rows // 3))
+
+    # a checkpoint of the finished run: nothing left to train, the dynamics are all there
+    done = DynamicsRecorder(store_logits=True)
+    _fit(digits_prepared, tmp_path / "b", done, ckpt_path=last)
+    assert done.table().equals(a)
