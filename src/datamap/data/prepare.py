@@ -93,7 +93,7 @@ def inject_label_noise(
 
 def split_table(
     ids: np.ndarray, labels: np.ndarray, x: np.ndarray, split: str,
-    clean_labels: np.ndarray | None = None,
+    clean_labels: np.ndarray | None = None, **metadata: Any,
 ) -> pa.Table:
     """Arrow table of one prepared split, rows sorted by id."""
     order = np.argsort(ids, kind="stable")
@@ -106,7 +106,7 @@ def split_table(
     }
     if clean_labels is not None:
         columns["clean_label"] = pa.array(clean_labels[order], type=pa.int64())
-    return with_metadata(pa.table(columns), {"split": split})
+    return with_metadata(pa.table(columns), {"split": split, **metadata})
 
 
 def prepare(
@@ -147,8 +147,10 @@ def prepare(
         "test": split_table(raw.ids[positions["test"]], raw.labels[positions["test"]],
                             raw.x[positions["test"]], "test"),
         # The control set reuses the test ids: each control example is a shifted test example.
+        # Its shift is described in its own metadata, not meta.json, so that changing the shift
+        # reruns only evaluation (meta.json is a dependency of training).
         "control": split_table(raw.ids[positions["test"]], raw.labels[positions["test"]],
-                               control_x, "control"),
+                               control_x, "control", shift=control.describe()),
     }
     meta = {
         "class_names": raw.class_names,
@@ -162,7 +164,6 @@ def prepare(
         "sizes": {name: table.num_rows for name, table in tables.items()},
         "label_noise": label_noise,
         "flipped": int(flipped.sum()),
-        "control": control.describe(),
     }
     with replace_dir(out_dir) as tmp:
         tmp.mkdir()
@@ -171,7 +172,7 @@ def prepare(
         write_json(tmp / "meta.json", meta)
     log.info(
         "prepared %s: %s; %d of %d training labels flipped; control = %s",
-        out_dir, meta["sizes"], meta["flipped"], len(train_pos), meta["control"],
+        out_dir, meta["sizes"], meta["flipped"], len(train_pos), control.describe(),
     )
     return meta
 

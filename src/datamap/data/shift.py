@@ -59,7 +59,7 @@ class ImageShift:
         theta[:, 1, 0], theta[:, 1, 1] = sin, cos
         theta[:, 0, 2] = -2.0 * offsets[:, 1] / width
         theta[:, 1, 2] = -2.0 * offsets[:, 0] / height
-        images = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        images = torch.tensor(x, dtype=torch.float32)
         grid = F.affine_grid(torch.from_numpy(theta), list(images.shape), align_corners=False)
         warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
                                align_corners=False).numpy()
