@@ -153,3 +153,13 @@ def test_exp_run_with_set_param(repo):
     assert "ambiguous: 0.2\n" in params
     shown = sh("dvc", "exp", "show", "--json", cwd=repo).stdout
     assert "ambiguous_33" in shown
+
+
+def test_changing_the_control_shift_reruns_only_evaluation(repo):
+    # the workspace is now at the experiment above (ambiguous_33 = 0.2); keep that, change the
+    # control shift: the training data's bytes do not change, so no model is retrained
+    compose(repo, "selection.specs.ambiguous_33.ambiguous=0.2", "data.control.noise_std=0.3")
+    result = sh("dvc", "repro", cwd=repo)
+    assert stages_run(result.stdout) == {
+        "prepare", "report", *(f"evaluate@{spec}" for spec in SPECS),
+    }, result.stdout
