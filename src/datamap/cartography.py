@@ -85,7 +85,7 @@ def plot_review_grid(queue: pd.DataFrame, images: dict[int, np.ndarray], path: P
                              squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, row in zip(axes.ravel(), rows.itertuples()):
+    for ax, row in zip(axes.ravel(), rows.itertuples(), strict=False):
         image = images[row.id]
         ax.imshow(image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1),
                   cmap="gray_r", interpolation="nearest")
@@ -154,10 +154,13 @@ def run_cartography(
         tmp.mkdir()
         queue.to_csv(tmp / "hard_to_learn.csv", index=False)
         if meta.get("input_kind") == "image" and len(queue):
-            images = dict(zip(train.ids.tolist(), train.x))
+            images = dict(zip(train.ids.tolist(), train.x, strict=True))
             plot_review_grid(queue, images, tmp / "hard_to_learn.png")
     write_json(out_dir / "summary.json", summary)
     log.info("cartography: %s", summary["regions"])
     if "noise" in summary:
-        log.info("noise detection: %s", {k: summary["noise"][k] for k in list(summary["noise"])[:4]})
+        noise = summary["noise"]
+        log.info("noise detection: %d of %d flipped labels are hard-to-learn; AUROC of "
+                 "1 - confidence %.4f", noise["hard_to_learn_flipped"], noise["n_flipped"],
+                 noise["scores"]["confidence"]["auroc"])
     return summary

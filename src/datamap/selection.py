@@ -145,7 +145,8 @@ def select(
         raise DataError("the scores table is empty; nothing to select from")
     taken = np.zeros(0, dtype=np.int64)
     parts = []
-    for criterion, k in zip(criteria, group_sizes([c.fraction for c in criteria], n)):
+    for criterion, k in zip(criteria, group_sizes([c.fraction for c in criteria], n),
+                            strict=True):
         if k == 0:
             continue
         if criterion.column is None:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from datamap.io import ConfigError
+
 
 class MLP(nn.Module):
     """Flatten, then ``hidden`` Linear-ReLU(-Dropout) layers, then a linear classifier."""
@@ -54,7 +56,10 @@ class SmallCNN(nn.Module):
     ) -> None:
         super().__init__()
         if len(input_shape) != 3:
-            raise ValueError(f"SmallCNN needs image inputs [C, H, W], got shape {list(input_shape)}")
+            raise ConfigError(
+                f"model=cnn (SmallCNN) needs image inputs [C, H, W], got shape "
+                f"{list(input_shape)}; use model=mlp for tabular data"
+            )
         in_channels, size = int(input_shape[0]), min(int(input_shape[1]), int(input_shape[2]))
         blocks: list[nn.Module] = []
         for out_channels in channels:
@@ -69,7 +74,10 @@ class SmallCNN(nn.Module):
             in_channels = int(out_channels)
         self.features = nn.Sequential(*blocks)
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_channels, num_classes)
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(in_channels, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
