@@ -14,49 +14,53 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from datamap.data.prepare import read_meta, read_split
-from datamap.dynamics.table import read_dynamics
 from datamap.io import DataError, atomic_path, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
 
-def check_labels(dynamics: pa.Table, ids: np.ndarray, labels: np.ndarray, source: str) -> None:
-    """Refuse dynamics recorded against labels other than the prepared train split's."""
-    first = dynamics.filter(
-        pc.and_(pc.equal(dynamics["epoch"], 0),
-                        pc.equal(dynamics["record"], 0))
-    )
-    gold = pd.Series(first["gold"].to_numpy(), index=first["id"].to_numpy())
-    expected = pd.Series(labels, index=ids)
-    mismatch = (gold.reindex(expected.index).to_numpy() != expected.to_numpy())
+def check_alignment(scores: pd.DataFrame, ids: np.ndarray, labels: np.ndarray,
+                    source: str) -> None:
+    """Refuse dynamics recorded on other examples or labels than the prepared train split's."""
+    expected = pd.Series(labels, index=ids).sort_index()
+    if not np.array_equal(scores["id"].to_numpy(), expected.index.to_numpy()):
+        missing = np.setdiff1d(expected.index.to_numpy(), scores["id"].to_numpy())
+        unknown = np.setdiff1d(scores["id"].to_numpy(), expected.index.to_numpy())
+        raise DataError(
+            f"{source}: recorded ids do not match the prepared train split ({len(missing)} "
+            f"missing, e.g. {missing[:5].tolist()}; {len(unknown)} unknown, e.g. "
+            f"{unknown[:5].tolist()}); the dynamics are stale: rerun the train stage"
+        )
+    mismatch = scores["gold"].to_numpy() != expected.to_numpy()
     if mismatch.any():
         raise DataError(
             f"{source}: {int(mismatch.sum())} example(s) were recorded with a label other than "
-            "the prepared train split's (e.g. id "
-            f"{int(expected.index[np.flatnonzero(mismatch)[0]])}); the dynamics are stale: rerun "
-            "the train stage"
+            f"the prepared train split's (e.g. id {int(expected.index[mismatch.argmax()])}); the "
+            "dynamics are stale: rerun the train stage"
         )
 
 
-def last_predictions(dynamics: pa.Table) -> pd.Series:
-    """Each example's predicted class at the last record (what the model settled on)."""
-    epoch = dynamics["epoch"].to_numpy()
-    record = dynamics["record"].to_numpy()
-    last = (epoch == epoch.max()) & (record == record[epoch == epoch.max()].max())
-    return pd.Series(dynamics["pred"].to_numpy()[last], index=dynamics["id"].to_numpy()[last])
+def last_predictions(dynamics_path: str | os.PathLike, epoch: int) -> pd.Series:
+    """Each example's predicted class at the last record of ``epoch`` (what the model settled
+    on), reading only that epoch's rows."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(dynamics_path, columns=["id", "record", "pred"],
+                          filters=[("epoch", "==", epoch)])
+    last = table.filter(pc.equal(table["record"], pc.max(table["record"])))
+    return pd.Series(last["pred"].to_numpy(), index=last["id"].to_numpy())
 
 
-def review_queue(scores: pd.DataFrame, dynamics: pa.Table, class_names: list[str],
+def review_queue(scores: pd.DataFrame, predictions: pd.Series, class_names: list[str],
                  top_k: int) -> pd.DataFrame:
     from datamap.scores import HARD
 
     hard = scores[scores["region"] == HARD]
     hard = hard.sort_values(["confidence", "id"], kind="stable").head(top_k)
-    suggested = last_predictions(dynamics).reindex(hard["id"]).to_numpy()
+    suggested = predictions.reindex(hard["id"]).to_numpy()
     names = np.asarray(class_names)
     return pd.DataFrame({
         "rank": np.arange(1, len(hard) + 1),
@@ -112,23 +116,23 @@ def run_cartography(
     out_dir = Path(out_dir)
     meta = read_meta(prepared_dir)
     train = read_split(prepared_dir, "train", meta)
-    dynamics = read_dynamics(dynamics_path, expected_ids=train.ids)
-    check_labels(dynamics, train.ids, train.labels, str(dynamics_path))
 
+    # From the path: validated and reduced a chunk of ids at a time, never held whole.
     regions = cfg.get("regions")
     scores = compute_scores(
-        dynamics,
+        dynamics_path,
         burn_out=cfg.get("burn_out"),
         include_ci=bool(cfg.get("include_ci", False)),
         el2n_epochs=cfg.get("el2n_epochs"),
         regions=dict(regions) if regions is not None else None,
     )
-    epochs = int(pc.max(dynamics["epoch"]).as_py()) + 1
+    check_alignment(scores, train.ids, train.labels, str(dynamics_path))
+    epochs = int(scores.attrs["epochs"])
     counts = scores["region"].value_counts()
     summary: dict[str, Any] = {
         "examples": int(len(scores)),
-        "epochs_recorded": epochs,
-        "records_per_epoch": int(pc.max(dynamics["record"]).as_py()) + 1,
+        "epochs_used": epochs,
+        "records_per_epoch": int(scores.attrs["records_per_epoch"]),
         "regions": {r: int(counts.get(r, 0)) for r in REGIONS},
         "region_means": {
             r: {c: round(float(scores.loc[scores["region"] == r, c].mean()), 6)
@@ -149,7 +153,9 @@ def run_cartography(
     with atomic_path(out_dir / "map_points.csv") as tmp:
         points.to_csv(tmp, index=False, float_format="%.6g")
 
-    queue = review_queue(scores, dynamics, meta["class_names"], int(cfg.get("review_top_k", 100)))
+    predictions = last_predictions(dynamics_path, epochs - 1)
+    queue = review_queue(scores, predictions, meta["class_names"],
+                         int(cfg.get("review_top_k", 100)))
     with atomic_path(out_dir / "review") as tmp:
         tmp.mkdir()
         queue.to_csv(tmp / "hard_to_learn.csv", index=False)
