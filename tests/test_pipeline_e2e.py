@@ -113,6 +113,17 @@ def test_metrics_show_lists_the_report(repo):
     assert "data/cartography/summary.json" in files
 
 
+def test_hydra_multirun_writes_each_job_under_its_own_dir(repo, tmp_path):
+    sweep = tmp_path / "sweep"
+    sh(sys.executable, "-m", "stages.select", "-m", "+spec=hard_33,easy_33",
+       f"hydra.sweep.dir={sweep}", cwd=repo)
+    hard = pd.read_parquet(sweep / "0" / "data" / "subsets" / "hard_33" / "ids.parquet")
+    easy = pd.read_parquet(sweep / "1" / "data" / "subsets" / "easy_33" / "ids.parquet")
+    assert len(hard) == len(easy) and not set(hard["id"]) & set(easy["id"])
+    # the DVC-tracked artifacts were only read
+    assert json.loads(sh("dvc", "status", "--json", cwd=repo).stdout) == {}
+
+
 def test_changing_one_fraction_reruns_only_that_spec(repo):
     compose(repo, "selection.specs.ambiguous_33.ambiguous=0.25")
     result = sh("dvc", "repro", cwd=repo)
