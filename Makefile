@@ -36,6 +36,7 @@ params: setup
 
 bench: setup
 	$(PY) benchmarks/bench_scores.py
+	$(PY) benchmarks/bench_recording.py
 
 clean:
 	rm -rf $(VENV) outputs multirun
