@@ -117,18 +117,16 @@ def group_sizes(fractions: list[float], n: int) -> list[int]:
 
 
 def rank_ids(scores: pd.DataFrame, column: str, ascending: bool) -> np.ndarray:
-    """Ids ordered by ``column`` (ties by ascending id). Never-learned examples count as the
-    most forgettable when ranking by ``forgetfulness``."""
+    """Ids ordered by ``column`` (ties by ascending id), with the ranking rule of
+    :func:`datamap.scores.order_by`: never-learned examples count as the most forgettable."""
+    from datamap.scores import order_by
+
     if column not in scores.columns:
         raise DataError(f"scores have no column {column!r}; rerun the cartography stage")
-    values = scores[column].to_numpy(dtype=np.float64)
-    if column == "forgetfulness" and "never_learned" in scores.columns:
-        values = np.where(scores["never_learned"].to_numpy(bool), np.inf, values)
-    if np.isnan(values).any():
+    if scores[column].isna().any():
         raise DataError(f"scores column {column!r} has NaN values; cannot rank by it")
-    ids = scores["id"].to_numpy(np.int64)
-    order = np.lexsort((ids, values if ascending else -values))
-    return ids[order]
+    positions = order_by(scores, column, descending=not ascending)
+    return scores["id"].to_numpy(np.int64)[positions]
 
 
 def select(
