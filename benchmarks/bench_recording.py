@@ -86,7 +86,7 @@ MODES = {
 
 
 def _empty_callback():
-    import lightning.pytorch as pl
+    import pytorch_lightning as pl
 
     class Empty(pl.Callback):
         pass
@@ -97,7 +97,7 @@ def _empty_callback():
 def prepare_digits(workdir: Path, cfg) -> Path:
     from hydra.utils import instantiate
 
-    from datamap.data import prepare
+    from datamap.data.prepare import prepare
 
     out = workdir / "digits"
     if not (out / "meta.json").is_file():
@@ -109,7 +109,8 @@ def prepare_digits(workdir: Path, cfg) -> Path:
 
 def prepare_synthetic(workdir: Path, n_train: int, features: int = 32, classes: int = 10) -> Path:
     """A Gaussian mixture (one component per class, overlapping) with n_train training rows."""
-    from datamap.data import FeatureNoise, RawData, prepare
+    from datamap.data import FeatureNoise, RawData
+    from datamap.data.prepare import prepare
 
     out = workdir / f"synthetic_{n_train}"
     if (out / "meta.json").is_file():
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     from datamap.config import compose
 
     logging.disable(logging.WARNING)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+    for name in ("pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     workdir = Path(args.workdir)
     if (workdir / "runs").exists():

@@ -3,7 +3,7 @@
 import hydra
 from hydra.utils import instantiate
 
-from datamap.data import prepare
+from datamap.data.prepare import prepare
 from datamap.stage import stage
 
 

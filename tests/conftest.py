@@ -44,7 +44,7 @@ def digits_prepared(tmp_path_factory) -> Path:
     """The built-in digits, prepared once per session with the default data config."""
     from hydra.utils import instantiate
 
-    from datamap.data import prepare
+    from datamap.data.prepare import prepare
 
     cfg = compose_cfg()
     out = tmp_path_factory.mktemp("prepared") / "prepared"

@@ -13,11 +13,10 @@ from datamap.data import (
     ImageShift,
     PreparedDataModule,
     TabularFileSource,
-    prepare,
     read_meta,
     read_split,
 )
-from datamap.data.prepare import inject_label_noise, stratified_split
+from datamap.data.prepare import inject_label_noise, prepare, stratified_split
 from datamap.io import ConfigError, DataError
 
 

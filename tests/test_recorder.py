@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from functools import partial
 
-import lightning.pytorch as pl
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 

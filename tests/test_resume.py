@@ -8,12 +8,12 @@ import os
 import shutil
 from functools import partial
 
-import lightning.pytorch as pl
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import pytorch_lightning as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from datamap.data.module import PreparedDataModule
 from datamap.dynamics import DynamicsRecorder

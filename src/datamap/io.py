@@ -94,11 +94,6 @@ def write_parquet(path: str | os.PathLike, table: pa.Table) -> None:
         )
 
 
-def replace_dir(path: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
-    """Build a whole output directory in a temporary sibling, then swap it in."""
-    return atomic_path(path)
-
-
 # --------------------------------------------------------------------------------------------
 # schema-checked reads
 

@@ -83,7 +83,7 @@ MODEL_KEYS = ("state_dict", "hyper_parameters", "epoch", "global_step", "pytorch
 
 def save_model(model: Any, path: Path, best_checkpoint: str | None = None) -> None:
     """Write a slim, deterministic checkpoint of the best (or else the final) weights."""
-    import lightning.pytorch as pl
+    import pytorch_lightning as pl
     import torch
 
     if best_checkpoint:
@@ -100,7 +100,7 @@ def save_model(model: Any, path: Path, best_checkpoint: str | None = None) -> No
 def load_model(path: str | os.PathLike) -> Any:
     """Load a ``model.ckpt`` written by :func:`save_model` onto the CPU, in eval mode."""
     from datamap.io import DataError
-    from datamap.models import Classifier
+    from datamap.models.classifier import Classifier
 
     path = Path(path)
     if not path.is_file():
@@ -179,7 +179,7 @@ def resume_checkpoint(checkpoint_dir: Path, resume: bool | str | None,
 def _prepare_checkpoint_dir(checkpoint_dir: Path, ckpt_path: str | None,
                             fingerprint: str) -> None:
     """Rank 0: clear the directory unless resuming from a checkpoint inside it; mark the run."""
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
     if getattr(rank_zero_only, "rank", 0) != 0:
         return  # DDP ranks > 0 start inside trainer.fit, after rank 0 has done this
@@ -218,9 +218,9 @@ def fit_classifier(
             from that checkpoint. Completed epochs' dynamics are kept; a partial one is redone.
         callbacks: extra Lightning callbacks, appended to the configured ones.
     """
-    import lightning.pytorch as pl
+    import pytorch_lightning as pl
     from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from pytorch_lightning.callbacks import ModelCheckpoint
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

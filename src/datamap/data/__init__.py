@@ -1,27 +1,32 @@
-"""Data: raw sources, the prepare stage (splits, label noise, control shift), and loaders."""
+"""Data: raw sources, the prepare stage (splits, label noise, control shift), and loaders.
 
-from datamap.data.prepare import PreparedSplit, prepare, read_meta, read_split
-from datamap.data.shift import FeatureNoise, ImageShift
-from datamap.data.sources import DigitsSource, RawData, TabularFileSource
+Names are loaded from their modules on first use, so importing one submodule (say
+``datamap.data.prepare``) does not import the others: a stage depends only on the modules it
+really runs, which keeps DVC's code dependencies exact.
+"""
 
-__all__ = [
-    "DigitsSource",
-    "FeatureNoise",
-    "ImageShift",
-    "PreparedDataModule",
-    "PreparedSplit",
-    "RawData",
-    "TabularFileSource",
-    "prepare",
-    "read_meta",
-    "read_split",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "DigitsSource": "datamap.data.sources",
+    "RawData": "datamap.data.sources",
+    "TabularFileSource": "datamap.data.sources",
+    "FeatureNoise": "datamap.data.shift",
+    "ImageShift": "datamap.data.shift",
+    "PreparedSplit": "datamap.data.prepare",
+    "read_meta": "datamap.data.prepare",
+    "read_split": "datamap.data.prepare",
+    "PreparedDataModule": "datamap.data.module",
+}
+
+__all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    # The DataModule imports Lightning; load it only when asked for.
-    if name == "PreparedDataModule":
-        from datamap.data.module import PreparedDataModule
-
-        return PreparedDataModule
-    raise AttributeError(name)
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'datamap.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -12,8 +12,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -169,6 +169,3 @@ class PreparedDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("val")
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return [self.eval_dataloader("test"), self.eval_dataloader("control")]

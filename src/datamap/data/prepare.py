@@ -24,9 +24,9 @@ from datamap.data.sources import RawData
 from datamap.io import (
     ConfigError,
     DataError,
+    atomic_path,
     read_json,
     read_parquet,
-    replace_dir,
     with_metadata,
     write_json,
     write_parquet,
@@ -165,7 +165,7 @@ def prepare(
         "label_noise": label_noise,
         "flipped": int(flipped.sum()),
     }
-    with replace_dir(out_dir) as tmp:
+    with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for name, table in tables.items():
             write_parquet(tmp / f"{name}.parquet", table)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datamap.io import ConfigError, DataError
+from datamap.io import DataError
 
 
 @dataclass
@@ -168,7 +168,3 @@ class TabularFileSource:
         raw.validate(where)
         return raw
 
-
-def check_source(source: object, key: str = "data.source") -> None:
-    if not callable(getattr(source, "load", None)):
-        raise ConfigError(f"{key}: {type(source).__name__} has no load() method")

@@ -51,9 +51,9 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import pyarrow as pa
+import pytorch_lightning as pl
 import torch
 
 from datamap.dynamics.table import MODES, DynamicsMeta, build_dynamics, write_dynamics
@@ -585,7 +585,7 @@ class DynamicsRecorder(pl.Callback):
     # ---------------------------------------------------------------- validation
 
     def _recording_val(self, trainer: pl.Trainer) -> bool:
-        from lightning.pytorch.trainer.states import TrainerFn
+        from pytorch_lightning.trainer.states import TrainerFn
 
         return ("val" in self.splits and not trainer.sanity_checking
                 and trainer.state.fn == TrainerFn.FITTING

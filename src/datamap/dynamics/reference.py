@@ -43,7 +43,7 @@ from datamap.dynamics.table import (
     per_example_values,
     read_dynamics,
 )
-from datamap.io import DataError, replace_dir
+from datamap.io import DataError, atomic_path
 
 _FILE = re.compile(r"^dynamics_epoch_(0|[1-9][0-9]*)\.(jsonl|json)$")
 _SUBDIR = "training_dynamics"
@@ -363,7 +363,7 @@ def export_reference_dynamics(dynamics: pa.Table | str | os.PathLike,
     n = n_rows // n_epochs
     rows_per_batch = max(1, _EXPORT_BATCH_BYTES // (40 + 26 * k))
     written = []
-    with replace_dir(directory) as tmp:
+    with atomic_path(directory) as tmp:
         tmp.mkdir()
         for e in range(n_epochs):
             path = tmp / f"dynamics_epoch_{e}.jsonl"

@@ -1,6 +1,25 @@
-"""Models: the LightningModule classifier and its backbones."""
+"""Models: the LightningModule classifier and its backbones.
 
-from datamap.models.backbones import MLP, SmallCNN
-from datamap.models.classifier import Classifier
+Names are loaded from their modules on first use (see ``datamap.data``), so a stage that needs
+only the classifier does not depend on every backbone's code.
+"""
 
-__all__ = ["MLP", "Classifier", "SmallCNN"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "Classifier": "datamap.models.classifier",
+    "MLP": "datamap.models.backbones",
+    "SmallCNN": "datamap.models.backbones",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'datamap.models' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import lightning.pytorch as pl
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,13 +61,6 @@ class Classifier(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
         loss, logits = self._shared_step(batch, "val")
-        return {"loss": loss, "logits": logits.detach(), "id": batch["id"],
-                "label": batch["label"]}
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int,
-                  dataloader_idx: int = 0) -> dict[str, Any]:
-        stage = "test" if dataloader_idx == 0 else "control"
-        loss, logits = self._shared_step(batch, stage)
         return {"loss": loss, "logits": logits.detach(), "id": batch["id"],
                 "label": batch["label"]}
 
