@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# helpers imports neither torch nor Lightning, so the environment below still comes first
+from .helpers import ROOT, compose_cfg
+
 # Before torch is imported anywhere: 2-core CI machines thrash with more threads.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -17,21 +20,10 @@ for var, value in {
 }.items():
     os.environ.setdefault(var, value)
 
-ROOT = Path(__file__).resolve().parents[1]
-
-#: Overrides that shrink the real config for tests (a couple of epochs, quiet trainer).
-TINY = ["trainer.max_epochs=3", "trainer.accelerator=cpu"]
-
 
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
-
-
-def compose_cfg(*overrides: str):
-    from datamap.config import compose
-
-    return compose(ROOT / "conf", overrides=[*TINY, *overrides])
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from datamap import scores as S
 from datamap.cli import main
 from datamap.dynamics.table import read_dynamics, write_dynamics
 
-from .test_dynamics_table import make_table
+from .helpers import make_table
 
 
 def run(capsys, *argv):

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from datamap.config import compose, params_text, stale_params, write_params
 from datamap.io import ConfigError
 
-from .conftest import ROOT, compose_cfg
+from .helpers import ROOT, compose_cfg
 
 
 def test_params_yaml_is_fresh():

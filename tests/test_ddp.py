@@ -19,7 +19,7 @@ import pytest
 from datamap.dynamics import read_dynamics
 from datamap.training import fit_classifier
 
-from .conftest import compose_cfg
+from .helpers import compose_cfg
 
 SMALL = ["trainer.max_epochs=2", "model.net.hidden=[32]", "data.datamodule.batch_size=64",
          "dynamics.splits=[train,val,test]", "dynamics.store_logits=true",

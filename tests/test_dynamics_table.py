@@ -8,7 +8,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from datamap.dynamics.table import (
-    SCHEMA,
     DynamicsMeta,
     DynamicsWriter,
     build_dynamics,
@@ -20,40 +19,7 @@ from datamap.dynamics.table import (
 )
 from datamap.io import DataError, with_metadata
 
-
-def make_columns(n: int = 6, epochs: int = 3, records: int = 1, k: int = 3, seed: int = 0,
-                 ids: np.ndarray | None = None):
-    """Random logits -> (columns in (epoch, record, id) order, logits [rows, k], ids)."""
-    rng = np.random.default_rng(seed)
-    ids = np.arange(10, 10 + 3 * n, 3, dtype=np.int64) if ids is None else ids
-    gold = rng.integers(0, k, n)
-    slots = epochs * records
-    logits = rng.normal(0, 2, size=(slots * n, k)).astype(np.float32)
-    gold_rows = np.tile(gold, slots)
-    cols = {
-        "id": np.tile(ids, slots),
-        "epoch": np.repeat(np.arange(epochs), records * n),
-        "record": np.tile(np.repeat(np.arange(records), n), epochs),
-        "gold": gold_rows,
-        **per_example_values(logits, gold_rows),
-    }
-    return cols, logits, ids
-
-
-def make_table(n: int = 6, epochs: int = 3, records: int = 1, k: int = 3, seed: int = 0,
-               logits: bool = False) -> pa.Table:
-    cols, lg, _ = make_columns(n, epochs, records, k, seed)
-    meta = DynamicsMeta(num_classes=k, records_per_epoch=records)
-    return build_dynamics(cols, meta, logits=lg if logits else None)
-
-
-def raw_table(cols, meta: DynamicsMeta) -> pa.Table:
-    """A table straight from columns, in the given row order, without validation."""
-    arrays = [pa.array(np.asarray(cols[c]), type=t) for c, t in SCHEMA.items()]
-    from dataclasses import asdict
-
-    return with_metadata(pa.Table.from_arrays(arrays, names=list(SCHEMA)), asdict(meta))
-
+from .helpers import make_columns, make_table, raw_table
 
 # --------------------------------------------------------------------------------------------
 # per_example_values

@@ -6,19 +6,14 @@ file order (no-op rerun, one spec changed, metrics diff, forced rerun, dvc exp r
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from .conftest import ROOT
+from .helpers import compose_params, copy_repo, digest, sh, stages_run
 
 pytestmark = pytest.mark.slow
 
@@ -28,46 +23,14 @@ TINY = ["trainer.max_epochs=6"]
 SPECS = ["full", "random_33", "ambiguous_33", "hard_33", "easy_33", "mixed"]
 
 
-def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "OMP_NUM_THREADS": "1",
-        "DVC_NO_ANALYTICS": "1",
-    }
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n"
-                             f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    return result
-
-
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def compose(repo: Path, *overrides: str) -> None:
-    sh(sys.executable, "-m", "datamap.cli", "compose", *TINY, *overrides, cwd=repo)
+    compose_params(repo, *TINY, *overrides)
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A fresh clone-like copy of the project with the pipeline reproduced once."""
-    repo = tmp_path_factory.mktemp("pipeline") / "repo"
-    listed = sh("git", "ls-files", "-co", "--exclude-standard", cwd=ROOT).stdout.split("\n")
-    for name in filter(None, listed):
-        if name.startswith(("data/", ".dvc/cache", ".dvc/tmp")) or not (ROOT / name).is_file():
-            continue
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, repo / name)
-    compose(repo)
-    sh("git", "init", "-q", cwd=repo)
-    sh("git", "add", "-A", cwd=repo)
-    sh("git", "commit", "-q", "-m", "tiny pipeline", cwd=repo)
+    repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo", *TINY)
     result = sh("dvc", "repro", cwd=repo)
     ran = stages_run(result.stdout)
     assert {"prepare", "train", "cartography", "report"} <= ran, result.stdout[-3000:]

@@ -18,7 +18,7 @@ from datamap.dynamics.recorder import batch_values, merge_ranks
 from datamap.io import ConfigError, DataError
 from datamap.models import MLP, Classifier
 
-from .conftest import compose_cfg
+from .helpers import compose_cfg
 
 
 def make_model(num_classes: int = 10, dropout: float = 0.0) -> Classifier:

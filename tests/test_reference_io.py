@@ -12,7 +12,7 @@ from datamap.dynamics.reference import export_reference_dynamics, import_referen
 from datamap.dynamics.table import per_example_values, write_dynamics
 from datamap.io import DataError
 
-from .test_dynamics_table import make_table
+from .helpers import make_table
 
 
 def write_reference(directory: Path, logits: np.ndarray, gold, guids, epochs=None) -> Path:

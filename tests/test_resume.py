@@ -21,7 +21,7 @@ from datamap.io import ConfigError
 from datamap.models import MLP, Classifier
 from datamap.training import fit_classifier
 
-from .conftest import compose_cfg
+from .helpers import compose_cfg
 
 # dropout makes the run depend on the global RNG stream, which Lightning does not restore
 OVERRIDES = ["trainer.max_epochs=4", "model.net.dropout=0.3", "model.net.hidden=[32]",

@@ -12,7 +12,7 @@ from datamap import scores as S
 from datamap.dynamics.table import DynamicsMeta, build_dynamics, per_example_values, write_dynamics
 from datamap.io import ConfigError, DataError, write_parquet
 
-from .test_dynamics_table import make_table
+from .helpers import make_table
 
 
 def table_from_logits(logits: np.ndarray, gold: np.ndarray, ids: np.ndarray | None = None,

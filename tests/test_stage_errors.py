@@ -2,31 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from .conftest import ROOT
-
-
-def run_stage(name: str, *overrides: str, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", f"stages.{name}", "hydra.run.dir=.", "hydra.output_subdir=null",
-         "hydra/job_logging=none", "hydra/hydra_logging=none", *overrides],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+from .helpers import assert_one_line_error, run_stage
 
 
 @pytest.mark.parametrize("rate", ["1.0", "1.5", "-0.2"])

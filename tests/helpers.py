@@ -1,0 +1,154 @@
+"""Helpers shared by the test modules (fixtures live in conftest.py).
+
+Test modules import from here, never from each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Overrides that shrink the real config for in-process tests (a few epochs, CPU).
+TINY = ["trainer.max_epochs=3", "trainer.accelerator=cpu"]
+
+
+def compose_cfg(*overrides: str):
+    """The real ``conf/`` composed with :data:`TINY` and ``overrides``."""
+    from datamap.config import compose
+
+    return compose(ROOT / "conf", overrides=[*TINY, *overrides])
+
+
+# --------------------------------------------------------------------------------------------
+# subprocesses: stage scripts, dvc, the datamap command
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process: this interpreter's bin first, one torch thread."""
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "OMP_NUM_THREADS": "1",
+        "DVC_NO_ANALYTICS": "1",
+        "HYDRA_FULL_ERROR": "0",
+        **extra,
+    }
+
+
+def sh(*args: str, cwd: Path, check: bool = True, timeout: int = 900,
+       **env: str) -> subprocess.CompletedProcess:
+    """Run a command; with ``check`` fail the test with its output when it exits non-zero."""
+    result = subprocess.run(args, cwd=cwd, env=subprocess_env(**env), capture_output=True,
+                            text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def run_stage(name: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m stages.NAME`` as a user runs it by hand (Hydra app on ``conf/``), in ``cwd``,
+    writing nothing outside ``cwd``."""
+    return subprocess.run(
+        [sys.executable, "-m", f"stages.{name}", "hydra.run.dir=.", "hydra.output_subdir=null",
+         "hydra/job_logging=none", "hydra/hydra_logging=none", *overrides],
+        cwd=cwd, env=subprocess_env(PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+        timeout=600,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit code 2 and exactly one non-empty stderr line, ``error: ...``, naming ``fragments``."""
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def stages_run(output: str) -> set[str]:
+    """The stages a ``dvc repro`` / ``dvc exp run`` output says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def copy_repo(dest: Path, *overrides: str) -> Path:
+    """A clone-like copy of the project at ``dest`` (tracked and untracked-unignored files,
+    without data/ or DVC's cache), with ``params.yaml`` composed with ``overrides`` and
+    everything committed to a fresh git repository."""
+    listed = sh("git", "ls-files", "-co", "--exclude-standard", cwd=ROOT).stdout.split("\n")
+    for name in filter(None, listed):
+        if name.startswith(("data/", ".dvc/cache", ".dvc/tmp")) or not (ROOT / name).is_file():
+            continue
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dest / name)
+    compose_params(dest, *overrides)
+    sh("git", "init", "-q", cwd=dest)
+    sh("git", "add", "-A", cwd=dest)
+    sh("git", "commit", "-q", "-m", "copy of the project", cwd=dest)
+    return dest
+
+
+def compose_params(repo: Path, *overrides: str) -> None:
+    """``datamap compose OVERRIDES`` in ``repo`` (rewrites its params.yaml)."""
+    sh(sys.executable, "-m", "datamap.cli", "compose", *overrides, cwd=repo)
+
+
+# --------------------------------------------------------------------------------------------
+# small dynamics tables
+
+
+def make_columns(n: int = 6, epochs: int = 3, records: int = 1, k: int = 3, seed: int = 0,
+                 ids: np.ndarray | None = None):
+    """Random logits -> (columns in (epoch, record, id) order, logits [rows, k], ids)."""
+    from datamap.dynamics.table import per_example_values
+
+    rng = np.random.default_rng(seed)
+    ids = np.arange(10, 10 + 3 * n, 3, dtype=np.int64) if ids is None else ids
+    gold = rng.integers(0, k, n)
+    slots = epochs * records
+    logits = rng.normal(0, 2, size=(slots * n, k)).astype(np.float32)
+    gold_rows = np.tile(gold, slots)
+    cols = {
+        "id": np.tile(ids, slots),
+        "epoch": np.repeat(np.arange(epochs), records * n),
+        "record": np.tile(np.repeat(np.arange(records), n), epochs),
+        "gold": gold_rows,
+        **per_example_values(logits, gold_rows),
+    }
+    return cols, logits, ids
+
+
+def make_table(n: int = 6, epochs: int = 3, records: int = 1, k: int = 3, seed: int = 0,
+               logits: bool = False) -> pa.Table:
+    """A valid dynamics table of random logits."""
+    from datamap.dynamics.table import DynamicsMeta, build_dynamics
+
+    cols, lg, _ = make_columns(n, epochs, records, k, seed)
+    meta = DynamicsMeta(num_classes=k, records_per_epoch=records)
+    return build_dynamics(cols, meta, logits=lg if logits else None)
+
+
+def raw_table(cols, meta) -> pa.Table:
+    """A dynamics table straight from columns, in the given row order, without validation."""
+    from datamap.dynamics.table import SCHEMA
+    from datamap.io import with_metadata
+
+    arrays = [pa.array(np.asarray(cols[c]), type=t) for c, t in SCHEMA.items()]
+    return with_metadata(pa.Table.from_arrays(arrays, names=list(SCHEMA)), asdict(meta))
