@@ -3,8 +3,8 @@
 import hydra
 
 from datamap.evaluation import evaluate
+from datamap.models.checkpoint import load_model
 from datamap.stage import selected_specs, stage
-from datamap.training import load_model
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)

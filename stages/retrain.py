@@ -2,8 +2,8 @@
 
 import hydra
 
-from datamap.selection import read_subset_ids
 from datamap.stage import selected_specs, stage
+from datamap.subsets import read_subset_ids
 from datamap.training import fit_classifier
 
 

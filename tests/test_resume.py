@@ -109,7 +109,7 @@ def test_resume_true_trains_afresh_when_it_cannot_resume(digits_prepared, uninte
         assert (out / name).read_bytes() == (uninterrupted / name).read_bytes(), name
     # a finished run is not resumed either (that would skip training and lose the metrics)
     train(compose_cfg(*OVERRIDES), digits_prepared, out, ckpt, resume=True)
-    assert json.loads((out / "metrics.json").read_text())["epochs"] == 4
+    assert json.loads((out / "metrics.json").read_text())["epochs_trained"] == 4
     # an interrupted run of a different configuration is not resumed
     with pytest.raises(RuntimeError):
         train(compose_cfg(*OVERRIDES), digits_prepared, out, ckpt, callbacks=[Crash(epoch=1)])

@@ -56,6 +56,15 @@ def classification_metrics(
     }
 
 
+def split_metrics(model: Any, prepared_dir: str | os.PathLike, split: str,
+                  meta: dict[str, Any] | None = None) -> dict[str, float]:
+    """:func:`classification_metrics` of ``model`` on one prepared split."""
+    meta = read_meta(prepared_dir) if meta is None else meta
+    data = read_split(prepared_dir, split, meta)
+    return classification_metrics(data.labels, predict_logits(model, data.x),
+                                  int(meta["num_classes"]))
+
+
 def evaluate(
     model: Any,
     prepared_dir: str | os.PathLike,

@@ -26,20 +26,16 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from datamap.io import (
     ConfigError,
     DataError,
-    atomic_path,
     read_parquet,
-    write_json,
-    write_parquet,
 )
+from datamap.subsets import write_subset_dir
 
 log = logging.getLogger(__name__)
 
@@ -216,18 +212,8 @@ def write_subset(
     if train.clean_labels is not None:
         flipped = train.ids[train.labels != train.clean_labels]
     summary = subset_summary(subset, scores, spec_name, spec, flipped)
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        write_parquet(tmp / "ids.parquet", pa.Table.from_pandas(subset, preserve_index=False)
-                      .replace_schema_metadata(None))
-        write_json(tmp / "summary.json", summary)
+    write_subset_dir(out_dir, subset, summary)
     log.info("select %s: %d of %d examples %s", spec_name, summary["n_selected"],
              summary["n_train"], summary["groups"])
     return summary
 
-
-def read_subset_ids(subset_dir: str | os.PathLike) -> np.ndarray:
-    """The selected ids of one subset directory (written by :func:`write_subset`)."""
-    table = read_parquet(Path(subset_dir) / "ids.parquet", required=("id",), what="subset ids",
-                         hint="run the select stage first")
-    return table.column("id").to_numpy()

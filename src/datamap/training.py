@@ -25,6 +25,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from datamap.io import ConfigError, write_json
+from datamap.models.checkpoint import checkpoint_epoch, load_model, save_model
 
 log = logging.getLogger(__name__)
 
@@ -74,39 +75,6 @@ def _move_into(staging: Path, out_dir: Path, names: list[str]) -> None:
         if dst.is_dir():
             shutil.rmtree(dst)
         os.replace(src, dst)
-
-
-#: What model.ckpt keeps of a Lightning checkpoint: enough for ``load_from_checkpoint``, nothing
-#: run-specific (paths, optimizer state, timings), so identical training gives identical bytes.
-MODEL_KEYS = ("state_dict", "hyper_parameters", "epoch", "global_step", "pytorch-lightning_version")
-
-
-def save_model(model: Any, path: Path, best_checkpoint: str | None = None) -> None:
-    """Write a slim, deterministic checkpoint of the best (or else the final) weights."""
-    import pytorch_lightning as pl
-    import torch
-
-    if best_checkpoint:
-        full = torch.load(best_checkpoint, map_location="cpu", weights_only=False)
-    else:
-        full = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                "epoch": model.current_epoch, "global_step": model.global_step,
-                "pytorch-lightning_version": pl.__version__}
-    slim = {key: full[key] for key in MODEL_KEYS if key in full}
-    slim["state_dict"] = {k: v.detach().cpu().contiguous() for k, v in slim["state_dict"].items()}
-    torch.save(slim, path)
-
-
-def load_model(path: str | os.PathLike) -> Any:
-    """Load a ``model.ckpt`` written by :func:`save_model` onto the CPU, in eval mode."""
-    from datamap.io import DataError
-    from datamap.models.classifier import Classifier
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: model checkpoint not found; run the train/retrain stage first")
-    model = Classifier.load_from_checkpoint(path, map_location="cpu", weights_only=False)
-    return model.eval()
 
 
 #: Held-out dynamics files the recorder writes when ``dynamics.splits`` asks for them.
@@ -194,6 +162,32 @@ def _prepare_checkpoint_dir(checkpoint_dir: Path, ckpt_path: str | None,
     write_json(checkpoint_dir / RUN_FILE, {"fingerprint": fingerprint, "finished": False})
 
 
+def saved_model_metrics(model_path: Path, datamodule: Any, trainer: Any,
+                        monitor: str | None) -> dict[str, Any]:
+    """What ``metrics.json`` says: the numbers of the model saved in ``model_path``.
+
+    The saved weights are reloaded and evaluated afresh on the validation split with the code
+    the evaluate stage uses, so each number describes the file next to it -- not the last epoch,
+    which is usually another set of weights. The last epoch's logged values are kept under
+    ``last_epoch``, a name that says what they are.
+    """
+    from datamap.evaluation import split_metrics
+
+    last = {key.replace("/", "_"): round(float(value), 6)
+            for key, value in sorted(trainer.callback_metrics.items())
+            if not key.endswith("_step")}
+    return {
+        "checkpoint": {
+            "epoch": checkpoint_epoch(model_path),
+            "selected_by": f"best {monitor}" if monitor else "last epoch",
+        },
+        "val": split_metrics(load_model(model_path), datamodule.prepared_dir, "val"),
+        "train_examples": len(datamodule.split("train")),
+        "epochs_trained": int(trainer.current_epoch),
+        "last_epoch": {"epoch": int(trainer.current_epoch) - 1, **last},
+    }
+
+
 def fit_classifier(
     cfg: DictConfig,
     *,
@@ -272,15 +266,11 @@ def fit_classifier(
 
         checkpoint = next((c for c in all_callbacks if isinstance(c, ModelCheckpoint)), None)
         best = checkpoint.best_model_path if checkpoint is not None else ""
+        metrics: dict[str, Any] = {}
         if trainer.is_global_zero:
             save_model(model, staging / "model.ckpt", best_checkpoint=best or None)
-        metrics = {
-            key.replace("/", "_"): round(float(value), 6)
-            for key, value in sorted(trainer.callback_metrics.items())
-            if not key.endswith("_step")
-        }
-        metrics.update(epochs=int(trainer.current_epoch), train_examples=len(
-            datamodule.split("train")))
+            metrics = saved_model_metrics(staging / "model.ckpt", datamodule, trainer,
+                                          checkpoint.monitor if best else None)
         if trainer.is_global_zero:
             write_json(staging / "metrics.json", metrics)
             names = ["model.ckpt", "metrics.json", "logs", "dynamics.parquet", *HELDOUT_DYNAMICS]

@@ -1,34 +1,31 @@
 """Training dynamics: the recording callback and the on-disk table.
 
-The table half (``datamap.dynamics.table``) needs only NumPy/Arrow; the callback imports
-Lightning, so it is loaded on first use to keep `datamap scores` and friends fast to start.
+Names are loaded from their modules on first use (see ``datamap.data``): the table half needs
+only NumPy/Arrow, the callback imports Lightning, so `datamap scores` and friends start fast and
+a stage depends only on the modules it really runs.
 """
 
-from datamap.dynamics.table import (
-    SCHEMA,
-    DynamicsMeta,
-    build_dynamics,
-    per_example_values,
-    read_dynamics,
-    validate_dynamics,
-    write_dynamics,
-)
+from __future__ import annotations
 
-__all__ = [
-    "SCHEMA",
-    "DynamicsMeta",
-    "DynamicsRecorder",
-    "build_dynamics",
-    "per_example_values",
-    "read_dynamics",
-    "validate_dynamics",
-    "write_dynamics",
-]
+import importlib
+from typing import Any
+
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "SCHEMA": "datamap.dynamics.table",
+    "DynamicsMeta": "datamap.dynamics.table",
+    "build_dynamics": "datamap.dynamics.table",
+    "per_example_values": "datamap.dynamics.table",
+    "read_dynamics": "datamap.dynamics.table",
+    "validate_dynamics": "datamap.dynamics.table",
+    "write_dynamics": "datamap.dynamics.table",
+    "DynamicsRecorder": "datamap.dynamics.recorder",
+}
+
+__all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name == "DynamicsRecorder":
-        from datamap.dynamics.recorder import DynamicsRecorder
-
-        return DynamicsRecorder
-    raise AttributeError(name)
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'datamap.dynamics' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
