@@ -1,0 +1,126 @@
+"""What the dynamics recorder reads from a LightningModule and its batches, and how it checks it.
+
+The contract itself is written down in :class:`datamap.dynamics.recorder.DynamicsRecorder`'s
+docstring. Here: reading ids and labels from a batch (one function for every pass), reading the
+logits from a step's output, and the checks that stop a recording that would be wrong -- each a
+:class:`~datamap.io.ConfigError` or :class:`~datamap.io.DataError` of one line. The per-batch
+checks look only at shapes and dtypes (metadata: nothing is synchronised with the host); the
+one check that reads values runs on the first batch of a record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from datamap.io import ConfigError, DataError
+
+_BATCH_FORMS = ("a batch must carry example ids and gold labels: a dict with 'id' and 'label' "
+                "(as datamap.data.PreparedDataModule yields) or a tuple/list (inputs, labels, ids)"
+                " of tensors")
+
+
+def batch_ids_labels(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The example ids and gold labels of a batch: ``batch["id"], batch["label"]`` of a mapping,
+    or ``batch[2], batch[1]`` of an ``(inputs, labels, ids)`` tuple or list.
+
+    Raises a one-line :class:`~datamap.io.ConfigError` for any other batch (a 2-tuple ``(x, y)``
+    has no ids: without them the dynamics cannot be aligned across epochs) and when the ids or
+    labels are not 1-D integer tensors of the same length.
+    """
+    if isinstance(batch, Mapping) and "id" in batch and "label" in batch:
+        ids, labels = batch["id"], batch["label"]
+    elif isinstance(batch, (tuple, list)) and len(batch) == 3:
+        ids, labels = batch[2], batch[1]
+    else:
+        raise ConfigError(f"dynamics: cannot read example ids and labels from {_describe(batch)}; "
+                          f"{_BATCH_FORMS}")
+    for name, value in (("ids", ids), ("labels", labels)):
+        if not (isinstance(value, torch.Tensor) and value.ndim == 1
+                and not value.dtype.is_floating_point and value.dtype != torch.bool):
+            raise ConfigError(f"dynamics: the batch's {name} are {_describe(value)}, not a 1-D "
+                              f"integer tensor; {_BATCH_FORMS}")
+    if len(ids) != len(labels):
+        raise ConfigError(f"dynamics: the batch holds {len(ids)} ids but {len(labels)} labels; "
+                          f"{_BATCH_FORMS}")
+    return ids, labels
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, Mapping):
+        return f"a dict with keys {sorted(map(str, value))}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+def step_logits(outputs: Any, hook: str) -> torch.Tensor:
+    """The ``logits`` a training/validation step returned (in a dict, with the loss)."""
+    logits = outputs.get("logits") if isinstance(outputs, Mapping) else None
+    if not isinstance(logits, torch.Tensor):
+        raise ConfigError(
+            f"dynamics: {hook} must return a dict with the batch's unnormalised 'logits' "
+            f"[batch, num_classes] (and the 'loss'), got {_describe(outputs)} (see "
+            "datamap.models.Classifier)"
+        )
+    return logits
+
+
+def check_shapes(logits: Any, ids: torch.Tensor, num_classes: int, source: str) -> None:
+    """Logits [len(ids), num_classes] (metadata only: no host sync)."""
+    if not isinstance(logits, torch.Tensor):
+        raise ConfigError(f"dynamics: {source} returned {_describe(logits)}; it must return the "
+                          f"unnormalised logits, a tensor [batch, {num_classes}]")
+    if logits.ndim != 2 or tuple(logits.shape) != (len(ids), num_classes):
+        raise ConfigError(
+            f"dynamics: {source} returned logits of shape {tuple(logits.shape)} for a batch of "
+            f"{len(ids)} example(s); expected [{len(ids)}, {num_classes}] (batch, num_classes)"
+        )
+
+
+def check_not_probabilities(logits: torch.Tensor, source: str) -> None:
+    """Refuse logits that are clearly probabilities: every value in [0, 1] and every row summing
+    to 1. Synchronises with the host once (the recorder calls it on a record's first batch)."""
+    rows, classes = logits.shape
+    if rows == 0 or classes < 2:
+        return
+    x = logits.detach().float()
+    tolerance = max(1e-3, classes * torch.finfo(logits.dtype).eps)
+    in_unit = ((x >= 0) & (x <= 1)).all()
+    sums_to_one = ((x.sum(dim=1) - 1).abs() <= tolerance).all()
+    if bool(in_unit & sums_to_one):
+        raise ConfigError(
+            f"dynamics: {source} returned probabilities (every value in [0, 1], every row "
+            "summing to 1), not logits; return the raw, unnormalised scores (before softmax): "
+            "the recorder applies the softmax itself"
+        )
+
+
+def non_finite_error(what: str, ids: np.ndarray) -> DataError:
+    """The error for ``ids`` whose logits hold NaN or infinity, in the record ``what``."""
+    shown = ", ".join(str(int(i)) for i in ids[:5]) + (", ..." if len(ids) > 5 else "")
+    return DataError(
+        f"{what}: the model's logits are NaN or infinite for {len(ids)} example(s) (ids "
+        f"{shown}): training diverged or the inputs hold NaN/inf; lower the learning rate "
+        "(model.optimizer.lr), clip gradients (trainer.gradient_clip_val) or check the input "
+        "data -- no dynamics were written"
+    )
+
+
+def dataset_ids(dataset: Any, what: str) -> np.ndarray:
+    """The sorted ids a dataset declares (its ``ids`` attribute): every one must be recorded
+    exactly once per record."""
+    ids = getattr(dataset, "ids", None)
+    if ids is None:
+        raise ConfigError(
+            f"dynamics: the {what} dataset ({type(dataset).__name__}) has no `ids` attribute "
+            "listing its example ids; the recorder checks that every example is recorded exactly "
+            "once per record (datamap.data.PreparedDataModule's datasets have it)"
+        )
+    ids = ids.cpu().numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
+    return np.sort(ids.astype(np.int64))
