@@ -21,6 +21,7 @@ from datamap.io import ConfigError, DataError
 _BATCH_FORMS = ("a batch must carry example ids and gold labels: a dict with 'id' and 'label' "
                 "(as datamap.data.PreparedDataModule yields) or a tuple/list (inputs, labels, ids)"
                 " of tensors")
+_INTEGER_DTYPES = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8})
 
 
 def batch_ids_labels(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,9 +30,11 @@ def batch_ids_labels(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
     Raises a one-line :class:`~datamap.io.ConfigError` for any other batch (a 2-tuple ``(x, y)``
     has no ids: without them the dynamics cannot be aligned across epochs) and when the ids or
-    labels are not 1-D integer tensors of the same length.
+    labels are not 1-D integer tensors of the same length. Runs on every batch: metadata only.
     """
-    if isinstance(batch, Mapping) and "id" in batch and "label" in batch:
+    # isinstance(dict) first: it is ~10x cheaper than the Mapping ABC check
+    if (isinstance(batch, dict) or isinstance(batch, Mapping)) and "id" in batch \
+            and "label" in batch:
         ids, labels = batch["id"], batch["label"]
     elif isinstance(batch, (tuple, list)) and len(batch) == 3:
         ids, labels = batch[2], batch[1]
@@ -39,11 +42,11 @@ def batch_ids_labels(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         raise ConfigError(f"dynamics: cannot read example ids and labels from {_describe(batch)}; "
                           f"{_BATCH_FORMS}")
     for name, value in (("ids", ids), ("labels", labels)):
-        if not (isinstance(value, torch.Tensor) and value.ndim == 1
-                and not value.dtype.is_floating_point and value.dtype != torch.bool):
+        if not isinstance(value, torch.Tensor) or value.dtype not in _INTEGER_DTYPES \
+                or value.dim() != 1:
             raise ConfigError(f"dynamics: the batch's {name} are {_describe(value)}, not a 1-D "
                               f"integer tensor; {_BATCH_FORMS}")
-    if len(ids) != len(labels):
+    if ids.shape != labels.shape:
         raise ConfigError(f"dynamics: the batch holds {len(ids)} ids but {len(labels)} labels; "
                           f"{_BATCH_FORMS}")
     return ids, labels
@@ -76,7 +79,7 @@ def check_shapes(logits: Any, ids: torch.Tensor, num_classes: int, source: str) 
     if not isinstance(logits, torch.Tensor):
         raise ConfigError(f"dynamics: {source} returned {_describe(logits)}; it must return the "
                           f"unnormalised logits, a tensor [batch, {num_classes}]")
-    if logits.ndim != 2 or tuple(logits.shape) != (len(ids), num_classes):
+    if logits.shape != (ids.shape[0], num_classes):
         raise ConfigError(
             f"dynamics: {source} returned logits of shape {tuple(logits.shape)} for a batch of "
             f"{len(ids)} example(s); expected [{len(ids)}, {num_classes}] (batch, num_classes)"
