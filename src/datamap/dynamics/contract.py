@@ -2,7 +2,8 @@
 
 The contract itself is written down in :class:`datamap.dynamics.recorder.DynamicsRecorder`'s
 docstring. Here: reading ids and labels from a batch (one function for every pass), reading the
-logits from a step's output, and the checks that stop a recording that would be wrong -- each a
+logits from a step's output, and the checks that stop a recording that would be wrong (of the
+logits, the batches, the trainer's settings and the training loader) -- each a
 :class:`~datamap.io.ConfigError` or :class:`~datamap.io.DataError` of one line. The per-batch
 checks look only at shapes and dtypes (metadata: nothing is synchronised with the host); the
 one check that reads values runs on the first batch of a record.
@@ -10,10 +11,12 @@ one check that reads values runs on the first batch of a record.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 
 from datamap.io import ConfigError, DataError
@@ -127,3 +130,72 @@ def dataset_ids(dataset: Any, what: str) -> np.ndarray:
         )
     ids = ids.cpu().numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
     return np.sort(ids.astype(np.int64))
+
+
+# ----------------------------------------------------------------------------------------------
+# the trainer and the training loader
+
+
+def check_trainer(trainer: pl.Trainer, records_val: bool) -> None:
+    """Refuse trainer settings that would skip examples of a recorded split."""
+    limit = trainer.limit_train_batches
+    # An int limit is a batch count: it silently drops examples whenever it is too small.
+    if isinstance(limit, int) or limit < 1.0:
+        raise ConfigError(
+            f"trainer.limit_train_batches={limit} would skip training examples; cartography "
+            "needs every example in every epoch: leave it at 1.0"
+        )
+    if trainer.overfit_batches:
+        raise ConfigError(
+            f"trainer.overfit_batches={trainer.overfit_batches} trains on a few batches only; "
+            "cartography needs every example in every epoch: leave it at 0"
+        )
+    if records_val:
+        limit = trainer.limit_val_batches
+        if isinstance(limit, int) or limit < 1.0:
+            raise ConfigError(
+                f"trainer.limit_val_batches={limit} would skip validation examples, but "
+                "dynamics.splits includes val: leave it at 1.0 or drop val from the splits"
+            )
+        if trainer.check_val_every_n_epoch != 1:
+            raise ConfigError(
+                f"trainer.check_val_every_n_epoch={trainer.check_val_every_n_epoch}: "
+                "dynamics.splits includes val, which is recorded from the validation run at "
+                "the end of every epoch: set it to 1 or drop val from the splits"
+            )
+
+
+def check_train_loader(trainer: pl.Trainer) -> np.ndarray:
+    """Refuse, before the first batch, a training loader that would lose examples; the ids it
+    must cover."""
+    loader = trainer.train_dataloader
+    if not isinstance(loader, torch.utils.data.DataLoader):
+        raise ConfigError(
+            f"the dynamics recorder needs a single training DataLoader, got "
+            f"{type(loader).__name__}"
+        )
+    samplers = [loader.sampler, getattr(loader.batch_sampler, "sampler", None)]
+    drops = [loader.drop_last, getattr(loader.batch_sampler, "drop_last", False),
+             *(getattr(s, "drop_last", False) for s in samplers)]
+    if any(bool(d) for d in drops):
+        raise ConfigError(
+            "the training DataLoader drops its last incomplete batch (drop_last=True): those "
+            "examples would have no dynamics in that epoch, and cartography needs every "
+            "example in every epoch: set drop_last=False"
+        )
+    return dataset_ids(loader.dataset, "training")
+
+
+def check_validates_after(trainer: pl.Trainer, num_batches: int) -> None:
+    """With ``val`` recorded: validation must run after the last training batch."""
+    every = trainer.val_check_batch
+    time_based = getattr(trainer, "_val_check_time_interval", None) is not None
+    if not time_based and (every is None or math.isinf(every)
+                           or num_batches % int(every) == 0):
+        return
+    raise ConfigError(
+        f"trainer.val_check_interval={trainer.val_check_interval}: validation does not run "
+        f"after the last of the {num_batches} training batches, but dynamics.splits includes "
+        "val, which is recorded from that run: set val_check_interval=1.0 (or to a number "
+        "of batches that divides the epoch), or drop val from the splits"
+    )

@@ -35,10 +35,7 @@ one line saying what to return):
 Logits whose shape is not [batch, num_classes] are refused at once (a check of metadata); the
 first batch of every record is checked not to be probabilities (every value in [0, 1], rows
 summing to 1); NaN or infinite logits are refused when the record completes, naming the split,
-epoch, record and examples. Nothing is written then.
-
-Values (:mod:`datamap.dynamics.values`) are exact: float32 in max-shifted space, matching a
-float64 computation of the same logits to ~1e-7 at any logit scale.
+epoch, record and examples. Nothing is written then. Values: :mod:`datamap.dynamics.values`.
 
 Cost: nothing is synchronised with the host per batch. The step's logits, ids and labels are
 only referenced per batch and reduced to the stored values on their device once per record (or
@@ -71,7 +68,14 @@ import torch
 
 from datamap.dynamics import resume
 from datamap.dynamics.accumulate import LOGITS_DTYPES, RecordAccumulator
-from datamap.dynamics.contract import dataset_ids, non_finite_error, step_logits
+from datamap.dynamics.contract import (
+    check_train_loader,
+    check_trainer,
+    check_validates_after,
+    dataset_ids,
+    non_finite_error,
+    step_logits,
+)
 from datamap.dynamics.distributed import gather_record, merge_ranks
 from datamap.dynamics.eval_pass import eval_loader, run_eval_pass
 from datamap.dynamics.schema import MODES, DynamicsMeta, build_dynamics
@@ -163,73 +167,13 @@ class DynamicsRecorder(pl.Callback):
         self._points: list[int] = []  # eval_pass: 1-based batch counts after which to record
         self._next_point = -1  # the next of them (-1: none left this epoch)
 
-    # ---------------------------------------------------------------- config checks
+    # ---------------------------------------------------------------- config
 
     @property
     def _config(self) -> dict[str, Any]:
         return {"mode": self.mode, "records_per_epoch": self.records_per_epoch,
                 "store_logits": self.store_logits, "logits_dtype": self.logits_dtype,
                 "splits": list(self.splits), "num_classes": self.num_classes}
-
-    def _check_trainer(self, trainer: pl.Trainer) -> None:
-        limit = trainer.limit_train_batches
-        # An int limit is a batch count: it silently drops examples whenever it is too small.
-        if isinstance(limit, int) or limit < 1.0:
-            raise ConfigError(
-                f"trainer.limit_train_batches={limit} would skip training examples; cartography "
-                "needs every example in every epoch: leave it at 1.0"
-            )
-        if trainer.overfit_batches:
-            raise ConfigError(
-                f"trainer.overfit_batches={trainer.overfit_batches} trains on a few batches only; "
-                "cartography needs every example in every epoch: leave it at 0"
-            )
-        if "val" in self.splits:
-            limit = trainer.limit_val_batches
-            if isinstance(limit, int) or limit < 1.0:
-                raise ConfigError(
-                    f"trainer.limit_val_batches={limit} would skip validation examples, but "
-                    "dynamics.splits includes val: leave it at 1.0 or drop val from the splits"
-                )
-            if trainer.check_val_every_n_epoch != 1:
-                raise ConfigError(
-                    f"trainer.check_val_every_n_epoch={trainer.check_val_every_n_epoch}: "
-                    "dynamics.splits includes val, which is recorded from the validation run at "
-                    "the end of every epoch: set it to 1 or drop val from the splits"
-                )
-
-    def _check_loader(self, trainer: pl.Trainer) -> None:
-        """Refuse, before the first batch, a training loader that would lose examples."""
-        loader = trainer.train_dataloader
-        if not isinstance(loader, torch.utils.data.DataLoader):
-            raise ConfigError(
-                f"the dynamics recorder needs a single training DataLoader, got "
-                f"{type(loader).__name__}"
-            )
-        samplers = [loader.sampler, getattr(loader.batch_sampler, "sampler", None)]
-        drops = [loader.drop_last, getattr(loader.batch_sampler, "drop_last", False),
-                 *(getattr(s, "drop_last", False) for s in samplers)]
-        if any(bool(d) for d in drops):
-            raise ConfigError(
-                "the training DataLoader drops its last incomplete batch (drop_last=True): those "
-                "examples would have no dynamics in that epoch, and cartography needs every "
-                "example in every epoch: set drop_last=False"
-            )
-        self._expected["train"] = dataset_ids(loader.dataset, "training")
-
-    def _check_validates_after(self, trainer: pl.Trainer, num_batches: int) -> None:
-        """With ``val`` recorded: validation must run after the last training batch."""
-        every = trainer.val_check_batch
-        time_based = getattr(trainer, "_val_check_time_interval", None) is not None
-        if not time_based and (every is None or math.isinf(every)
-                               or num_batches % int(every) == 0):
-            return
-        raise ConfigError(
-            f"trainer.val_check_interval={trainer.val_check_interval}: validation does not run "
-            f"after the last of the {num_batches} training batches, but dynamics.splits includes "
-            "val, which is recorded from that run: set val_check_interval=1.0 (or to a number "
-            "of batches that divides the epoch), or drop val from the splits"
-        )
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -240,7 +184,7 @@ class DynamicsRecorder(pl.Callback):
                               "dynamics (see datamap.models.Classifier)")
         self.num_classes = int(num_classes)
         self._is_zero = trainer.is_global_zero
-        self._check_trainer(trainer)
+        check_trainer(trainer, records_val="val" in self.splits)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._restored is not None:
@@ -251,7 +195,7 @@ class DynamicsRecorder(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._checked_loader:
-            self._check_loader(trainer)
+            self._expected["train"] = check_train_loader(trainer)
             self._checked_loader = True
         epoch = trainer.current_epoch
         if self._done["train"] != epoch:
@@ -262,7 +206,7 @@ class DynamicsRecorder(pl.Callback):
             )
         nb = trainer.num_training_batches
         if "val" in self.splits and not math.isinf(nb):  # else checked at the last batch
-            self._check_validates_after(trainer, int(nb))
+            check_validates_after(trainer, int(nb))
         self._points = []
         if self.mode == "eval_pass":
             if math.isinf(nb):
@@ -294,7 +238,8 @@ class DynamicsRecorder(pl.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        # The hot path of train_pass: keep references and check shapes, nothing else (no sync).
+        # The hot path of train_pass: keep references and check shapes, no host sync (but for
+        # the probabilities check on the epoch's first batch).
         if self._acc is not None:
             self._acc.add(step_logits(outputs, "training_step"), batch)
         elif batch_idx + 1 == self._next_point:
@@ -304,7 +249,7 @@ class DynamicsRecorder(pl.Callback):
         # Set by Lightning before the batch hooks, for loaders with and without a length.
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             if "val" in self.splits and math.isinf(trainer.num_training_batches):
-                self._check_validates_after(trainer, batch_idx + 1)
+                check_validates_after(trainer, batch_idx + 1)
             # Complete the epoch at its last batch, before validation and any checkpoint.
             self._complete_train_epoch(trainer, pl_module)
 
@@ -390,6 +335,7 @@ class DynamicsRecorder(pl.Callback):
 
     def _add_record(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                     acc: RecordAccumulator) -> None:
+        """One more record of the training split in this epoch."""
         self._epoch_records.append(self._merge(trainer, pl_module, "train", acc,
                                                trainer.current_epoch, len(self._epoch_records)))
 
