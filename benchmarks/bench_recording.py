@@ -12,12 +12,19 @@ Two measures of the overhead: the difference of median wall times (end-to-end, i
 dynamics files written at the end), and the time spent inside the recorder's hooks measured
 directly (less noisy; every hook here is synchronous on the CPU).
 
-Writes ``benchmarks/results/recording.md`` and prints it.
+Before that, the recorder's two units of work in isolation, in thread CPU time (minimum over
+repeats, so other processes on a shared machine hardly move it): the per-batch bookkeeping of
+``train_pass`` (reading ids and labels, shape checks, keeping references) and the reduction of a
+record's logits to the stored values (with the finite flag).
+
+Writes ``benchmarks/results/recording.md`` (``--skip-training``: only
+``benchmarks/results/recording_units.md``) and prints them.
 
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_recording.py [--repeats 7] [--synthetic-repeats 5]
         [--synthetic-examples 200000] [--synthetic-epochs 3] [--workdir /tmp/datamap-bench-rec]
+        [--skip-training]
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import shutil
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -42,6 +50,7 @@ from datamap.dynamics.recorder import DynamicsRecorder  # noqa: E402
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results" / "recording.md"
+UNIT_RESULTS = HERE / "results" / "recording_units.md"
 
 HOOKS = ("on_train_epoch_start", "on_train_batch_end", "on_train_epoch_end",
          "on_validation_epoch_start", "on_validation_batch_end", "on_validation_epoch_end",
@@ -185,6 +194,64 @@ def run_case(name: str, prepared: Path, overrides: list[str], modes: list[str], 
     return rows
 
 
+def _thread_seconds(fn, repeats: int) -> float:
+    """The least thread CPU time of ``repeats`` calls of ``fn``."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.thread_time()
+        fn()
+        best = min(best, time.thread_time() - start)
+    return best
+
+
+def _record(logits, gold) -> None:
+    """One record of ``logits`` in one batch: checks, reduction, finite flag."""
+    import torch
+
+    from datamap.dynamics import accumulate
+
+    acc = accumulate.RecordAccumulator(logits.shape[1], False, "float32", "training_step")
+    acc.add(logits, {"id": torch.arange(len(gold)), "label": gold})
+    acc.finish(torch.device("cpu"))
+
+
+def unit_costs(command: str) -> str:
+    """The per-batch bookkeeping and the per-record reduction, timed alone (markdown)."""
+    import torch
+
+    from datamap.dynamics import accumulate
+    from datamap.dynamics.contract import step_logits
+
+    lines = ["# Recording cost: the units of work", "", "```", command, "```", "",
+             f"torch {torch.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; "
+             "thread CPU time, least of 7 repeats.", "",
+             "| work | size | time |", "|---|---|---:|"]
+    calls = 20_000
+    batch = {"x": torch.zeros(32, 64), "id": torch.arange(32), "label": torch.zeros(32).long()}
+    outputs = {"loss": torch.tensor(0.0), "logits": torch.randn(32, 10)}
+
+    def bookkeeping():  # 20,000 x 320 logits stay under REDUCE_ELEMENTS: nothing is reduced
+        acc = accumulate.RecordAccumulator(10, False, "float32", "training_step")
+        for _ in range(calls):
+            acc.add(step_logits(outputs, "training_step"), batch)
+
+    per_batch = _thread_seconds(bookkeeping, 7) / calls
+    lines.append(f"| train_pass bookkeeping per batch (`on_train_batch_end`) | batch 32, 10 "
+                 f"classes | {per_batch * 1e6:.1f} µs |")
+    generator = torch.Generator().manual_seed(0)
+    for rows, classes in ((200_000, 2), (200_000, 10), (20_000, 100)):
+        logits = torch.randn(rows, classes, generator=generator) * 5
+        gold = torch.randint(0, classes, (rows,), generator=generator)
+        seconds = _thread_seconds(partial(_record, logits, gold), 7)
+        lines.append(f"| a record's checks, reduction to the stored values and finite flag | "
+                     f"{rows:,} x {classes} logits | {seconds * 1e3:.1f} ms "
+                     f"({seconds / (rows * classes) * 1e9:.2f} ns per logit) |")
+    lines += ["", "The bookkeeping runs on the training thread at every batch; the reduction "
+              "runs once per record (on the CPU on a background thread, chunk by chunk, while "
+              "the epoch goes on).", ""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7, help="interleaved runs for digits")
@@ -193,9 +260,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic-epochs", type=int, default=3)
     parser.add_argument("--workdir", default="/tmp/datamap-bench-recording")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--skip-training", action="store_true",
+                        help="only time the units of work (writes recording_units.md)")
     args = parser.parse_args(argv)
     command = " ".join(["OMP_NUM_THREADS=1 python benchmarks/bench_recording.py",
                         shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
+    units = unit_costs(command)
+    UNIT_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    UNIT_RESULTS.write_text(units, encoding="utf-8")
+    print(units)
+    if args.skip_training:
+        return 0
 
     import torch
 
@@ -266,9 +341,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"{delta} | {hook} | {final} |")
     lines += [
         "",
-        "`train_pass` reads the logits the training step already computed: per batch it only "
-        "keeps references to the logits, ids and labels (no host synchronisation); values are "
-        "derived in one vectorised step and moved to the host once per epoch. `eval_pass` adds "
+        "`train_pass` reads the logits the training step already computed: per batch it reads "
+        "the batch's ids and labels, checks shapes and keeps references (no host "
+        "synchronisation); values are derived in one vectorised step and moved to the host once "
+        "per epoch (see `recording_units.md` for both costs alone). `eval_pass` adds "
         "one inference pass over the training set per record (R records per epoch).",
         "",
     ]

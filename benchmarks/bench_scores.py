@@ -92,7 +92,7 @@ def child(spec: dict) -> dict:
     import numpy as np
     import pyarrow as pa
 
-    from datamap.dynamics.table import read_dynamics
+    from datamap.dynamics.storage import read_dynamics
     from datamap.scores import compute_scores
 
     base = _rss_mib()

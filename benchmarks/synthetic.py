@@ -31,13 +31,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from datamap.dynamics.table import (
-    ROW_GROUP_IDS,
-    DynamicsMeta,
-    DynamicsWriter,
-    build_dynamics,
-    per_example_values,
-)
+from datamap.dynamics.schema import DynamicsMeta, build_dynamics
+from datamap.dynamics.storage import ROW_GROUP_IDS, DynamicsWriter
+from datamap.dynamics.values import per_example_values
 
 EASY, AMBIGUOUS, MISLABELLED = 0, 1, 2
 

@@ -117,7 +117,7 @@ def compose_params(repo: Path, *overrides: str) -> None:
 def make_columns(n: int = 6, epochs: int = 3, records: int = 1, k: int = 3, seed: int = 0,
                  ids: np.ndarray | None = None):
     """Random logits -> (columns in (epoch, record, id) order, logits [rows, k], ids)."""
-    from datamap.dynamics.table import per_example_values
+    from datamap.dynamics.values import per_example_values
 
     rng = np.random.default_rng(seed)
     ids = np.arange(10, 10 + 3 * n, 3, dtype=np.int64) if ids is None else ids
@@ -138,7 +138,7 @@ def make_columns(n: int = 6, epochs: int = 3, records: int = 1, k: int = 3, seed
 def make_table(n: int = 6, epochs: int = 3, records: int = 1, k: int = 3, seed: int = 0,
                logits: bool = False) -> pa.Table:
     """A valid dynamics table of random logits."""
-    from datamap.dynamics.table import DynamicsMeta, build_dynamics
+    from datamap.dynamics.schema import DynamicsMeta, build_dynamics
 
     cols, lg, _ = make_columns(n, epochs, records, k, seed)
     meta = DynamicsMeta(num_classes=k, records_per_epoch=records)
@@ -147,7 +147,7 @@ def make_table(n: int = 6, epochs: int = 3, records: int = 1, k: int = 3, seed: 
 
 def raw_table(cols, meta) -> pa.Table:
     """A dynamics table straight from columns, in the given row order, without validation."""
-    from datamap.dynamics.table import SCHEMA
+    from datamap.dynamics.schema import SCHEMA
     from datamap.io import with_metadata
 
     arrays = [pa.array(np.asarray(cols[c]), type=t) for c, t in SCHEMA.items()]

@@ -11,7 +11,7 @@ import pytest
 
 from datamap import scores as S
 from datamap.cli import main
-from datamap.dynamics.table import read_dynamics, write_dynamics
+from datamap.dynamics.storage import read_dynamics, write_dynamics
 
 from .helpers import make_table
 

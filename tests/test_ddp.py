@@ -50,8 +50,8 @@ def test_ddp_records_every_id_exactly_once(digits_prepared, tmp_path, root):
     fit_classifier(compose_cfg(*SMALL), prepared_dir=digits_prepared, out_dir=single,
                    record_dynamics=True)
 
-    for name, split in [("dynamics", "train"), ("dynamics_val", "val"),
-                        ("dynamics_test", "test")]:
+    for name, split in [("dynamics", "train"), ("heldout/dynamics_val", "val"),
+                        ("heldout/dynamics_test", "test")]:
         expected = np.sort(pq.read_table(digits_prepared / f"{split}.parquet").column("id")
                            .to_numpy())
         # 1167 training examples: DistributedSampler pads rank 1 with a repeat, which is dropped

@@ -7,35 +7,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datamap.dynamics.table import (
-    DynamicsMeta,
-    DynamicsWriter,
-    build_dynamics,
-    open_dynamics,
-    per_example_values,
-    read_dynamics,
-    validate_dynamics,
-    write_dynamics,
-)
+from datamap.dynamics.schema import DynamicsMeta, build_dynamics, validate_dynamics
+from datamap.dynamics.storage import DynamicsWriter, open_dynamics, read_dynamics, write_dynamics
 from datamap.io import DataError, with_metadata
 
 from .helpers import make_columns, make_table, raw_table
-
-# --------------------------------------------------------------------------------------------
-# per_example_values
-
-
-def test_per_example_values_by_hand():
-    logits = np.array([[0.0, np.log(3.0), 0.0], [2.0, 2.0, 1.0]], dtype=np.float32)
-    v = per_example_values(logits, np.array([1, 1]))
-    np.testing.assert_allclose(v["p_gold"], [0.6, np.e**2 / (2 * np.e**2 + np.e)], rtol=1e-6)
-    assert v["pred"].tolist() == [1, 0]  # tie between classes 0 and 1 -> lowest index
-    np.testing.assert_allclose(v["margin"], [np.log(3.0), 0.0], atol=1e-6)
-    np.testing.assert_allclose(v["loss"], -np.log(v["p_gold"]), rtol=1e-5)
-    p = np.array([0.2, 0.6, 0.2])
-    np.testing.assert_allclose(v["el2n"][0], np.sqrt(0.04 + 0.16 + 0.04), rtol=1e-6)
-    assert all(a.dtype in (np.float32, np.int32) for a in v.values()) and p.sum() == 1.0
-
 
 # --------------------------------------------------------------------------------------------
 # validation

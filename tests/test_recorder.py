@@ -1,7 +1,13 @@
-"""The dynamics recorder on tiny data: rows, values, eval passes, held-out splits, refusals."""
+"""The dynamics recorder on tiny data: rows, values, eval passes, held-out splits, refusals, and
+its contract with LightningModules and DataModules -- tuple batches, loaders without a length,
+non-finite logits, probabilities, batches without ids -- in process and through the real train
+stage (one line on stderr, exit code 2, no dynamics file)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from functools import partial
 
 import numpy as np
@@ -13,25 +19,32 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from datamap.data.module import PreparedDataModule, collate_batch
-from datamap.dynamics import DynamicsRecorder, per_example_values, read_dynamics
-from datamap.dynamics.recorder import batch_values, merge_ranks
+from datamap.dynamics import DynamicsRecorder, batch_ids_labels, per_example_values, read_dynamics
+from datamap.dynamics.distributed import merge_ranks
 from datamap.io import ConfigError, DataError
 from datamap.models import MLP, Classifier
 
-from .helpers import compose_cfg
+from . import dynamics_doubles as doubles
+from .helpers import ROOT, assert_one_line_error, compose_cfg, subprocess_env
+
+SPLITS = ("train", "val", "test")
+FILES = {"train": "dynamics.parquet", "val": "dynamics_val.parquet",
+         "test": "dynamics_test.parquet"}
 
 
-def make_model(num_classes: int = 10, dropout: float = 0.0) -> Classifier:
-    return Classifier(net=partial(MLP, hidden=[32], dropout=dropout),
-                      optimizer=partial(torch.optim.AdamW, lr=3e-3),
-                      input_shape=(1, 8, 8), num_classes=num_classes)
+def make_model(num_classes: int = 10, dropout: float = 0.0, cls=Classifier) -> Classifier:
+    return cls(net=partial(MLP, hidden=[32], dropout=dropout),
+               optimizer=partial(torch.optim.AdamW, lr=3e-3),
+               input_shape=(1, 8, 8), num_classes=num_classes)
 
 
-def fit(prepared, *, epochs=2, datamodule=None, callbacks=(), model=None, seed=0, **trainer_kw):
-    """Fit a small MLP on ``prepared`` with the given callbacks; returns (trainer, model)."""
+def fit(prepared, *, epochs=2, datamodule=None, callbacks=(), model=None, model_cls=Classifier,
+        seed=0, **trainer_kw):
+    """Fit a small MLP (``model``, else a ``model_cls`` initialised from ``seed``) on
+    ``prepared`` with the given callbacks; returns (trainer, model)."""
     pl.seed_everything(seed, workers=True, verbose=False)
     datamodule = datamodule or PreparedDataModule(prepared, batch_size=64, seed=seed)
-    model = model or make_model()
+    model = model or make_model(cls=model_cls)
     options = dict(accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
                    enable_checkpointing=False, enable_progress_bar=False,
                    enable_model_summary=False, num_sanity_val_steps=0, deterministic=True)
@@ -46,20 +59,15 @@ def split_ids(prepared, name):
                    .column("id").to_numpy())
 
 
+def record(prepared, out, *, mode="train_pass", splits=SPLITS, **fit_kw):
+    """Fit two epochs with a recorder writing to ``out``; the files' bytes by split."""
+    recorder = DynamicsRecorder(out, mode=mode, splits=splits, store_logits=True)
+    fit(prepared, epochs=2, callbacks=[recorder], **fit_kw)
+    return {split: (out / FILES[split]).read_bytes() for split in splits}
+
+
 # ------------------------------------------------------------------------------------------------
 # values
-
-
-def test_batch_values_match_numpy_twin():
-    rng = np.random.default_rng(0)
-    logits = rng.normal(size=(257, 7)).astype(np.float32) * 4
-    logits[:20, 3] = logits[:20, 5] = 50.0  # ties: argmax must pick the lowest index
-    gold = rng.integers(0, 7, size=257)
-    ours = batch_values(torch.from_numpy(logits), torch.from_numpy(gold))
-    ref = per_example_values(logits, gold)
-    for name, values in ref.items():
-        np.testing.assert_allclose(ours[name].numpy(), values, atol=1e-5, rtol=1e-5, err_msg=name)
-    assert (ours["pred"].numpy()[:20] == 3).all()
 
 
 def test_train_pass_rows_ids_and_values(digits_prepared, tmp_path):
@@ -334,7 +342,7 @@ def test_ddp_trainer_config_composes():
 def test_chunked_reduction_gives_the_same_table(digits_prepared, tmp_path, monkeypatch):
     """Chunks reduced on the device and on the background thread (CPU) mid-epoch change
     nothing: tiny chunk sizes give the same bytes as one reduction per epoch."""
-    import datamap.dynamics.recorder as recorder_module
+    import datamap.dynamics.accumulate as accumulate_module
 
     def record(name):
         recorder = DynamicsRecorder(tmp_path / name, store_logits=True,
@@ -344,20 +352,20 @@ def test_chunked_reduction_gives_the_same_table(digits_prepared, tmp_path, monke
                 for f in ("dynamics.parquet", "dynamics_val.parquet")}
 
     whole = record("whole")
-    monkeypatch.setattr(recorder_module, "BACKGROUND_ELEMENTS", 10 * 100)  # ~12 chunks/epoch
-    monkeypatch.setattr(recorder_module, "REDUCE_ELEMENTS", 10 * 150)  # val: on this thread
+    monkeypatch.setattr(accumulate_module, "BACKGROUND_ELEMENTS", 10 * 100)  # ~12 chunks/epoch
+    monkeypatch.setattr(accumulate_module, "REDUCE_ELEMENTS", 10 * 150)  # val: on this thread
     assert record("chunked") == whole
 
 
 def test_gather_rows_pads_chunks_and_keeps_bytes(monkeypatch):
     """The DDP gather, with a fake 2-rank all_gather: uneven lengths, several chunks, float16
     and int64 columns come back exactly."""
-    import datamap.dynamics.recorder as recorder_module
+    import datamap.dynamics.distributed as distributed_module
 
     rng = np.random.default_rng(0)
     ranks = [torch.from_numpy(rng.normal(size=(n, 3)).astype(np.float16)) for n in (11, 8)]
     ids = [torch.arange(n, dtype=torch.int64) + 100 * r for r, n in enumerate((11, 8))]
-    monkeypatch.setattr(recorder_module, "GATHER_ELEMENTS", 12)  # 4 rows of 3 per call
+    monkeypatch.setattr(distributed_module, "GATHER_ELEMENTS", 12)  # 4 rows of 3 per call
 
     def fake_gather(columns):
         start = [0]
@@ -376,8 +384,162 @@ def test_gather_rows_pads_chunks_and_keeps_bytes(monkeypatch):
 
     sizes = np.array([11, 8])
     for columns in (ranks, ids):
-        monkeypatch.setattr(recorder_module, "_all_gather", fake_gather(columns))
-        got = recorder_module._all_gather_rows(None, columns[0], sizes, torch.device("cpu"))
+        monkeypatch.setattr(distributed_module, "_all_gather", fake_gather(columns))
+        got = distributed_module._all_gather_rows(None, columns[0], sizes, torch.device("cpu"))
         for mine, theirs in zip(got, columns, strict=True):
             assert mine.dtype == theirs.numpy().dtype
             assert np.array_equal(mine, theirs.numpy())
+
+
+# ------------------------------------------------------------------------------------------------
+# batches
+
+
+def test_batch_ids_labels_reads_dicts_and_triples():
+    ids, labels = torch.arange(4), torch.tensor([1, 0, 1, 1])
+    x = torch.zeros(4, 3)
+    for batch in ({"x": x, "id": ids, "label": labels}, (x, labels, ids), [x, labels, ids]):
+        got = batch_ids_labels(batch)
+        assert got[0] is ids and got[1] is labels
+
+
+@pytest.mark.parametrize("batch, fragment", [
+    ((torch.zeros(4, 3), torch.arange(4)), "a tuple of 2"),
+    ({"x": torch.zeros(4, 3), "label": torch.arange(4)}, "a dict with keys ['label', 'x']"),
+    (torch.zeros(4, 3), "from a torch.float32 tensor of shape (4, 3)"),
+    ((torch.zeros(4, 3), torch.arange(4), torch.zeros(4)), "ids are a torch.float32 tensor"),
+    ((torch.zeros(4, 3), torch.arange(3), torch.arange(4)), "4 ids but 3 labels"),
+])
+def test_unreadable_batches_refused(batch, fragment):
+    with pytest.raises(ConfigError, match="tuple/list \\(inputs, labels, ids\\)") as info:
+        batch_ids_labels(batch)
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("mode", ["train_pass", "eval_pass"])
+def test_tuple_batches_record_what_dict_batches_record(digits_prepared, tmp_path, mode):
+    """(x, label, id) batches give the same bytes as dict batches, in every pass: training
+    steps, validation steps and predict steps (eval passes over train and test)."""
+    dicts = record(digits_prepared, tmp_path / "dict", mode=mode)
+    tuples = record(digits_prepared, tmp_path / "tuple", mode=mode,
+                    model_cls=doubles.TupleClassifier,
+                    datamodule=doubles.TupleDataModule(digits_prepared, batch_size=64))
+    assert tuples == dicts
+
+
+def test_batch_without_ids_refused_at_the_first_batch(digits_prepared, tmp_path):
+    module = doubles.TupleDataModule(digits_prepared, batch_size=64, with_ids=False)
+    with pytest.raises(ConfigError, match="cannot read example ids and labels from a tuple of 2"):
+        record(digits_prepared, tmp_path, model_cls=doubles.TupleClassifier,
+               datamodule=module)
+    assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------
+# logits that cannot be recorded
+
+
+def test_non_finite_logits_refused_naming_the_examples(digits_prepared, tmp_path):
+    ids = split_ids(digits_prepared, "train")
+    bad = ids[ids % doubles.NAN_EVERY == 0]
+    with pytest.raises(DataError) as info:
+        record(digits_prepared, tmp_path, model_cls=doubles.NanLogitsClassifier)
+    message = str(info.value)
+    shown = ", ".join(str(i) for i in bad[:5])
+    assert message.startswith(f"train dynamics, epoch 0: the model's logits are NaN or infinite "
+                              f"for {len(bad)} example(s) (ids {shown}, ...)")
+    assert "lower the learning rate" in message
+    assert not list(tmp_path.iterdir())
+
+
+def test_probabilities_refused(digits_prepared, tmp_path):
+    with pytest.raises(ConfigError, match="predict_step returned probabilities .* raw, "
+                                          "unnormalised scores"):
+        record(digits_prepared, tmp_path, model_cls=doubles.ProbabilitiesClassifier,
+               mode="eval_pass")
+    assert not list(tmp_path.iterdir())
+
+
+def test_logits_of_the_wrong_width_refused(digits_prepared, tmp_path):
+    narrow = make_model()
+    narrow.num_classes = 9
+    with pytest.raises(ConfigError, match=r"logits of shape \(64, 10\) .* expected \[64, 9\]"):
+        record(digits_prepared, tmp_path, model=narrow)
+
+
+# ------------------------------------------------------------------------------------------------
+# training loaders without a length
+
+
+@pytest.mark.parametrize("mode", ["train_pass", "eval_pass"])
+def test_iterable_training_loader_records_train_and_val(digits_prepared, tmp_path, mode):
+    """The iterable loader yields what the sized one does, so both splits must come out the
+    same bytes; validation runs after the last batch, which Lightning only knows on fetching."""
+    iterable = doubles.IterableTrainDataModule(digits_prepared, batch_size=64)
+    files = record(digits_prepared, tmp_path / "iterable", datamodule=iterable, mode=mode,
+                   splits=("train", "val"))
+    sized = record(digits_prepared, tmp_path / "sized", mode=mode, splits=("train", "val"),
+                   datamodule=PreparedDataModule(digits_prepared, batch_size=64))
+    assert files == sized
+    for split in ("train", "val"):
+        ids = split_ids(digits_prepared, split)
+        table = read_dynamics(tmp_path / "iterable" / FILES[split], expected_ids=ids)
+        assert table.num_rows == 2 * len(ids)
+
+
+def test_iterable_loader_validating_mid_epoch_refused(digits_prepared, tmp_path):
+    """With a batch-count val_check_interval that does not divide the epoch, the last batch
+    gets no validation run: refused when the last batch shows it (19 batches, every 5)."""
+    iterable = doubles.IterableTrainDataModule(digits_prepared, batch_size=64)
+    with pytest.raises(ConfigError, match="does not run after the last of the 19 training"):
+        record(digits_prepared, tmp_path, datamodule=iterable, splits=("train", "val"),
+               val_check_interval=5)
+
+
+def test_heldout_dirpath(digits_prepared, tmp_path):
+    recorder = DynamicsRecorder(tmp_path / "train", splits=SPLITS,
+                                heldout_dirpath=tmp_path / "train" / "heldout")
+    fit(digits_prepared, epochs=1, callbacks=[recorder])
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["dynamics.parquet",
+                                                                      "heldout"]
+    assert sorted(p.name for p in (tmp_path / "train" / "heldout").iterdir()) == [
+        "dynamics_test.parquet", "dynamics_val.parquet"]
+
+
+# ------------------------------------------------------------------------------------------------
+# the train stage
+
+
+def train_stage(prepared, cwd, *overrides):
+    """``python -m stages.train`` as dvc.yaml runs it (logging to stdout), on ``prepared``."""
+    shutil.copytree(prepared, cwd / "data" / "prepared")
+    # torch 2.13 deprecates a class Lightning 2.6 still builds (a FutureWarning on every run);
+    # it is not ours to fix, and this test is about the stage's own stderr
+    env = subprocess_env(PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore::FutureWarning")
+    return subprocess.run(
+        [sys.executable, "-m", "stages.train", "hydra.run.dir=.", "hydra.output_subdir=null",
+         "hydra/job_logging=stdout", "hydra/hydra_logging=none", "trainer.max_epochs=1",
+         "model.net.hidden=[16]", *overrides],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides, fragments", [
+    (["model._target_=tests.dynamics_doubles.NanLogitsClassifier"],
+     ["train dynamics, epoch 0", "NaN or infinite for 12 example(s) (ids 0, 100, 200,",
+      "lower the learning rate"]),
+    (["model._target_=tests.dynamics_doubles.ProbabilitiesClassifier", "dynamics=eval_pass"],
+     ["predict_step returned probabilities", "return the raw, unnormalised scores"]),
+    (["model._target_=tests.dynamics_doubles.TupleClassifier",
+      "data.datamodule._target_=tests.dynamics_doubles.TupleDataModule",
+      "+data.datamodule.with_ids=false"],
+     ["cannot read example ids and labels from a tuple of 2", "(inputs, labels, ids)"]),
+], ids=["nan-logits", "probabilities", "tuple-without-ids"])
+def test_train_stage_refuses_in_one_line(digits_prepared, tmp_path, overrides, fragments):
+    result = train_stage(digits_prepared, tmp_path, *overrides)
+    assert_one_line_error(result, *fragments)
+    assert not list(tmp_path.rglob("dynamics*.parquet"))
+    assert not list(tmp_path.rglob("*.arrow"))  # no completed epoch's part either
+    assert not (tmp_path / "data" / "train" / "model.ckpt").exists()
+    np.testing.assert_equal(pq.read_table(tmp_path / "data" / "prepared" / "train.parquet")
+                            .num_rows, len(split_ids(digits_prepared, "train")))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from datamap.dynamics.reference import export_reference_dynamics, import_reference_dynamics
-from datamap.dynamics.table import per_example_values, write_dynamics
+from datamap.dynamics.storage import write_dynamics
+from datamap.dynamics.values import per_example_values
 from datamap.io import DataError
 
 from .helpers import make_table

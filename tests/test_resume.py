@@ -26,7 +26,7 @@ from .helpers import compose_cfg
 # dropout makes the run depend on the global RNG stream, which Lightning does not restore
 OVERRIDES = ["trainer.max_epochs=4", "model.net.dropout=0.3", "model.net.hidden=[32]",
              "data.datamodule.batch_size=64", "dynamics.splits=[train,val]"]
-FILES = ["dynamics.parquet", "dynamics_val.parquet", "model.ckpt", "metrics.json"]
+FILES = ["dynamics.parquet", "heldout/dynamics_val.parquet", "model.ckpt", "metrics.json"]
 
 
 class Crash(pl.Callback):

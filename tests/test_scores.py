@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from datamap import scores as S
-from datamap.dynamics.table import DynamicsMeta, build_dynamics, per_example_values, write_dynamics
+from datamap.dynamics.schema import DynamicsMeta, build_dynamics
+from datamap.dynamics.storage import write_dynamics
+from datamap.dynamics.values import per_example_values
 from datamap.io import ConfigError, DataError, write_parquet
 
 from .helpers import make_table

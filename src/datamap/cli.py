@@ -87,7 +87,7 @@ def _scores(args: argparse.Namespace) -> int:
 
 def _import_dynamics(args: argparse.Namespace) -> int:
     from datamap.dynamics.reference import import_reference_dynamics
-    from datamap.dynamics.table import write_dynamics
+    from datamap.dynamics.storage import write_dynamics
 
     table = import_reference_dynamics(args.directory)
     write_dynamics(args.output, table)

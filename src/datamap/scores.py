@@ -64,7 +64,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from datamap.dynamics.table import CHUNK_ROWS, open_dynamics, per_example_values
+from datamap.dynamics.storage import CHUNK_ROWS, open_dynamics
+from datamap.dynamics.values import per_example_values
 from datamap.io import ConfigError, DataError, read_parquet
 
 EASY = "easy-to-learn"

@@ -77,8 +77,9 @@ def _move_into(staging: Path, out_dir: Path, names: list[str]) -> None:
         os.replace(src, dst)
 
 
-#: Held-out dynamics files the recorder writes when ``dynamics.splits`` asks for them.
-HELDOUT_DYNAMICS = ("dynamics_val.parquet", "dynamics_test.parquet")
+#: Where the train stage's recorder writes held-out splits' dynamics (``dynamics.splits``):
+#: a directory that always exists, so DVC can declare it as an out whatever is recorded.
+HELDOUT_DIR = "heldout"
 #: In a persistent checkpoint directory: which configuration wrote it and whether it finished.
 RUN_FILE = "run.json"
 
@@ -245,7 +246,9 @@ def fit_classifier(
             # Completed epochs go to part files next to the checkpoints, so a resumed run finds
             # them (the checkpoints themselves stay small); a throwaway run keeps them in memory.
             parts = str(checkpoint_dir / "dynamics") if fingerprint else None
+            (staging / HELDOUT_DIR).mkdir()
             all_callbacks.append(instantiate(cfg.dynamics, dirpath=str(staging),
+                                             heldout_dirpath=str(staging / HELDOUT_DIR),
                                              seed=int(cfg.seed), parts_dir=parts))
         all_callbacks.extend(callbacks)
         loggers = instantiate_group(cfg.get("logger"), "logger",
@@ -273,11 +276,9 @@ def fit_classifier(
                                           checkpoint.monitor if best else None)
         if trainer.is_global_zero:
             write_json(staging / "metrics.json", metrics)
-            names = ["model.ckpt", "metrics.json", "logs", "dynamics.parquet", *HELDOUT_DYNAMICS]
-            for name in HELDOUT_DYNAMICS:  # not recorded this time: drop an earlier run's file
-                if record_dynamics and not (staging / name).exists():
-                    (out_dir / name).unlink(missing_ok=True)
-            _move_into(staging, out_dir, names)
+            # a directory is replaced whole: no file of an earlier run survives in it
+            _move_into(staging, out_dir, ["model.ckpt", "metrics.json", "logs",
+                                          "dynamics.parquet", HELDOUT_DIR])
             if fingerprint:
                 write_json(checkpoint_dir / RUN_FILE, {"fingerprint": fingerprint,
                                                        "finished": True})

@@ -8,7 +8,7 @@ object per line::
 (the reference's logger writes ``.jsonl`` while its reader opens ``.json``; both extensions are
 accepted). Given the directory of a reference *model*, its ``training_dynamics/`` subdirectory is
 used. Import builds our dynamics table: ``guid`` becomes ``id``, the per-record values are derived
-from the logits with :func:`~datamap.dynamics.table.per_example_values`, the logits are kept
+from the logits with :func:`~datamap.dynamics.values.per_example_values`, the logits are kept
 (float32), mode ``train_pass``, one record per epoch.
 
 Unlike the reference reader, import refuses -- with a :class:`~datamap.io.DataError` naming the
@@ -36,13 +36,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from datamap.dynamics.table import (
-    DynamicsMeta,
-    _validate,
-    build_dynamics,
-    per_example_values,
-    read_dynamics,
-)
+from datamap.dynamics.schema import DynamicsMeta, build_dynamics, validated_order
+from datamap.dynamics.storage import read_dynamics
+from datamap.dynamics.values import per_example_values
 from datamap.io import DataError, atomic_path
 
 _FILE = re.compile(r"^dynamics_epoch_(0|[1-9][0-9]*)\.(jsonl|json)$")
@@ -316,12 +312,12 @@ def export_reference_dynamics(dynamics: pa.Table | str | os.PathLike,
     directory = Path(directory)
     if isinstance(dynamics, pa.Table):
         source = "dynamics"
-        order = _validate(dynamics, source)
+        order = validated_order(dynamics, source)
         table = dynamics if order is None else dynamics.take(order)
     else:
         source = str(dynamics)
         table = read_dynamics(dynamics)  # read_dynamics validates; canonicalise below
-        order = _validate(table, source)
+        order = validated_order(table, source)
         if order is not None:
             table = table.take(order)
     if "logits" not in table.column_names:
