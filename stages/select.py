@@ -17,6 +17,7 @@ def main(cfg, inputs, outputs):
             spec,
             cfg.selection.specs[spec],
             seed=cfg.seed,
+            root=inputs.root,  # ids_file specs name files under data/selections/ of the repo
         )
 
 

@@ -90,11 +90,13 @@ def digest(path: Path) -> str:
 
 def copy_repo(dest: Path, *overrides: str) -> Path:
     """A clone-like copy of the project at ``dest`` (tracked and untracked-unignored files,
-    without data/ or DVC's cache), with ``params.yaml`` composed with ``overrides`` and
-    everything committed to a fresh git repository."""
+    without DVC's cache or data/ other than its data/selections/ inputs), with ``params.yaml``
+    composed with ``overrides`` and everything committed to a fresh git repository."""
     listed = sh("git", "ls-files", "-co", "--exclude-standard", cwd=ROOT).stdout.split("\n")
     for name in filter(None, listed):
-        if name.startswith(("data/", ".dvc/cache", ".dvc/tmp")) or not (ROOT / name).is_file():
+        skipped = name.startswith(("data/", ".dvc/cache", ".dvc/tmp")) \
+            and not name.startswith("data/selections/")
+        if skipped or not (ROOT / name).is_file():
             continue
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, dest / name)

@@ -133,3 +133,13 @@ def test_console_entry_point(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert bad.stderr.startswith("error: ") and "nope.parquet" in bad.stderr
     assert not (tmp_path / "t.parquet").exists()
+
+
+def test_list_scores_prints_the_registry(capsys):
+    from datamap.score_registry import all_scores, markdown_table
+
+    code, out, _ = run(capsys, "list-scores")
+    assert code == 0 and out.strip() == markdown_table()
+    for score in all_scores():
+        row = next(line for line in out.splitlines() if line.startswith(f"| `{score.name}` |"))
+        assert f"| {score.suspicious_when} | {score.why} |" in row

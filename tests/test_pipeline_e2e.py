@@ -184,8 +184,8 @@ def test_metrics_describe_the_checkpoint_beside_them(repo):
 
 
 def test_editing_the_ranking_code_invalidates_every_subset(repo):
-    scores = repo / "src" / "datamap" / "scores.py"
-    scores.write_text(scores.read_text() + "\n# a change to the ranking rule\n")
+    registry = repo / "src" / "datamap" / "score_registry.py"
+    registry.write_text(registry.read_text() + "\n# a change to the ranking rule\n")
     status = json.loads(sh("dvc", "status", "--json", cwd=repo).stdout)
     assert set(status) == {"cartography", *(f"select@{spec}" for spec in SPECS)}, status
 

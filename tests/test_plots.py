@@ -1,4 +1,4 @@
-"""The data map figure and its points."""
+"""The data map figure, its points, and the review grid."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from datamap import scores as S
 from datamap.io import DataError
-from datamap.plots import plot_data_map, plot_points_frame
+from datamap.plots import plot_data_map, plot_points_frame, plot_review_grid
 
 
 def fake_scores(n: int, seed: int = 0) -> pd.DataFrame:
@@ -68,3 +68,19 @@ def test_missing_columns_are_refused(tmp_path):
     with pytest.raises(DataError, match="no examples"):
         plot_data_map(fake_scores(10).iloc[:0], tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_review_grid_is_deterministic_and_captions_each_image(tmp_path):
+    rng = np.random.default_rng(0)
+    queue = pd.DataFrame({"id": [7, 3, 11], "given_label": ["1", "7", "4"],
+                          "model_label": ["7", "1", "9"]})
+    images = {i: rng.random((1, 8, 8)).astype(np.float32) for i in (3, 7, 11)}
+    plot_review_grid(queue, images, tmp_path / "a.png")
+    plot_review_grid(queue, images, tmp_path / "b.png")
+    data = (tmp_path / "a.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and b"Software" not in data
+    assert data == (tmp_path / "b.png").read_bytes()
+    rgb = {i: rng.random((3, 8, 8)).astype(np.float32) for i in (3, 7, 11)}
+    plot_review_grid(queue.head(2), rgb, tmp_path / "c.png", max_images=1)
+    assert (tmp_path / "c.png").read_bytes() != data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "c.png"]

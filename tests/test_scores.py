@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from datamap import score_registry as R
 from datamap import scores as S
 from datamap.dynamics.schema import DynamicsMeta, build_dynamics
 from datamap.dynamics.storage import write_dynamics
@@ -184,9 +185,9 @@ def test_correctness_forgetfulness_and_never_learned():
     assert df["correctness"].tolist() == [0.6, 0.2, 0.0, 1.0, 0.2]
     assert df["forgetfulness"].tolist() == [2, 1, 0, 0, 0]
     assert df["never_learned"].tolist() == [False, False, True, False, False]
-    order = S.order_by(df, "forgetfulness")  # never-learned first, then by count, ties by id
+    order = R.order_by(df, "forgetfulness")  # never-learned first, then by count, ties by id
     assert df["id"].to_numpy()[order].tolist() == [2, 0, 1, 3, 4]
-    assert df["id"].to_numpy()[S.order_by(df, "forgetfulness", descending=False)].tolist() == \
+    assert df["id"].to_numpy()[R.order_by(df, "forgetfulness", descending=False)].tolist() == \
         [3, 4, 1, 0, 2]
 
 
@@ -237,7 +238,8 @@ def test_other_scores_by_hand():
 
 def test_output_columns_types_and_order():
     df = S.compute_scores(make_table(n=7, epochs=3))
-    assert tuple(df.columns) == S.SCORE_COLUMNS
+    assert tuple(df.columns) == S.score_columns()
+    assert S.score_columns() == ("id", "gold", *R.score_names(), "region")
     assert df["id"].is_monotonic_increasing and df["id"].dtype == np.int64
     for name in ("confidence", "variability", "aum", "el2n", "aleatoric", "mean_loss"):
         assert df[name].dtype == np.float64
@@ -262,21 +264,21 @@ def test_plain_array_functions_match_compute_scores():
     df = S.compute_scores(table_from_logits(logits, gold), el2n_epochs=None)
     v = per_example_values(logits.reshape(-1, 3), np.repeat(gold, 4))
     grid = {k: a.reshape(50, 4) for k, a in v.items()}
-    correct = S.correct_matrix(grid["pred"], gold)
-    np.testing.assert_allclose(S.confidence(grid["p_gold"]), df["confidence"], atol=1e-12)
-    np.testing.assert_allclose(S.variability(grid["p_gold"]), df["variability"], atol=1e-12)
-    np.testing.assert_array_equal(S.correctness(correct), df["correctness"])
-    np.testing.assert_array_equal(S.forgetfulness(correct), df["forgetfulness"])
-    np.testing.assert_array_equal(S.never_learned(correct), df["never_learned"])
-    np.testing.assert_allclose(S.aleatoric(grid["p_gold"]), df["aleatoric"], atol=1e-12)
-    np.testing.assert_allclose(S.aum(grid["margin"]), df["aum"], atol=1e-12)
-    np.testing.assert_allclose(S.el2n(grid["el2n"]), df["el2n"], atol=1e-12)
-    np.testing.assert_allclose(S.mean_loss(grid["loss"]), df["mean_loss"], atol=1e-12)
+    correct = R.correct_matrix(grid["pred"], gold)
+    np.testing.assert_allclose(R.confidence(grid["p_gold"]), df["confidence"], atol=1e-12)
+    np.testing.assert_allclose(R.variability(grid["p_gold"]), df["variability"], atol=1e-12)
+    np.testing.assert_array_equal(R.correctness(correct), df["correctness"])
+    np.testing.assert_array_equal(R.forgetfulness(correct), df["forgetfulness"])
+    np.testing.assert_array_equal(R.never_learned(correct), df["never_learned"])
+    np.testing.assert_allclose(R.aleatoric(grid["p_gold"]), df["aleatoric"], atol=1e-12)
+    np.testing.assert_allclose(R.aum(grid["margin"]), df["aum"], atol=1e-12)
+    np.testing.assert_allclose(R.el2n(grid["el2n"]), df["el2n"], atol=1e-12)
+    np.testing.assert_allclose(R.mean_loss(grid["loss"]), df["mean_loss"], atol=1e-12)
     via_logits = S.scores_from_logits(logits, gold, el2n_epochs=None)
     pd.testing.assert_frame_equal(via_logits.drop(columns="region"), df.drop(columns="region"),
                                   check_dtype=False)
     with pytest.raises(ValueError, match=r"p_gold must be 2-D"):
-        S.confidence(np.zeros(3))
+        R.confidence(np.zeros(3))
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,14 +357,70 @@ def _flip_scores(n: int = 40):
     return df, flipped
 
 
+#: The scores with a label-error orientation; every other registered score is excluded.
+LABEL_ERROR_SCORES = {"confidence", "correctness", "forgetfulness", "aum", "el2n", "mean_loss"}
+
+
+def noisy_dynamics(n: int = 400, epochs: int = 8, k: int = 4, seed: int = 0):
+    """Logits of a model that learns every example's TRUE class: easy examples steadily,
+    ambiguous ones with a true-class logit that swings from epoch to epoch; flipped examples
+    are learned like easy ones but recorded under another (given) label, so their p_gold
+    stays near 0. -> (dynamics table, is_flipped [n] aligned with ids 0..n-1)."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, k, n)
+    kind = rng.choice(3, size=n, p=[0.6, 0.25, 0.15])  # 0 easy, 1 ambiguous, 2 flipped
+    t = np.linspace(0.0, 1.0, epochs)
+    boost = np.where(kind[:, None] == 1,
+                     0.5 + 2.5 * np.sin(2 * np.pi * (2 * t[None, :] + rng.random((n, 1)))),
+                     1.0 + 5.0 * t[None, :])
+    logits = rng.normal(0.0, 0.5, (n, epochs, k))
+    logits[np.arange(n), :, true] += boost
+    flipped = kind == 2
+    given = np.where(flipped, (true + rng.integers(1, k, n)) % k, true)
+    return table_from_logits(logits.astype(np.float32), given), flipped
+
+
+def test_every_registered_score_states_its_orientation():
+    for score in R.all_scores():
+        assert score.suspicious in ("high", "low", None), score.name
+        assert len(score.why.split()) >= 5, score.name  # a reason, not a placeholder
+    oriented = {s.name for s in R.all_scores() if s.suspicious is not None}
+    assert oriented == LABEL_ERROR_SCORES
+    assert {R.get_score(n).suspicious for n in ("confidence", "correctness", "aum")} == {"low"}
+    assert {R.get_score(n).suspicious for n in ("forgetfulness", "el2n", "mean_loss")} == {"high"}
+
+
+def test_published_aurocs_beat_chance_and_the_excluded_carry_reasons():
+    from sklearn.metrics import roc_auc_score
+
+    table, flipped = noisy_dynamics()
+    scores = S.compute_scores(table)
+    result = S.noise_detection(scores, flipped)
+    json.dumps(result, allow_nan=False)
+    assert set(result["scores"]) == LABEL_ERROR_SCORES
+    for name, entry in result["scores"].items():
+        assert entry["auroc"] > 0.5, (name, entry)
+        assert entry["average_precision"] > result["flip_rate"], (name, entry)
+        assert entry["suspicious_when"] == R.get_score(name).suspicious
+    excluded = set(R.score_names()) - LABEL_ERROR_SCORES
+    assert set(result["excluded"]) == excluded
+    for name in excluded:
+        assert result["excluded"][name] == R.get_score(name).why
+    # why they are excluded: read as "high = suspicious" they rank the flipped labels BELOW
+    # chance here -- they mark the ambiguous examples, not the mislabelled ones
+    for name in ("variability", "threshold_closeness", "aleatoric"):
+        assert roc_auc_score(flipped, scores[name]) < 0.5, name
+    with pytest.raises(ConfigError, match="no label-error orientation"):
+        R.suspicion(scores, "variability")
+
+
 def test_noise_detection_orientation_and_keys():
     df, flipped = _flip_scores()
     result = S.noise_detection(df, flipped)
     json.dumps(result, allow_nan=False)
-    assert set(result) == {"n_examples", "n_flipped", "flip_rate", "scores", "regions",
-                           "hard_to_learn_flipped", "hard_to_learn_share"}
-    assert set(result["scores"]) == set(S.DETECTION_SCORES)
-    for name in ("confidence", "correctness", "forgetfulness", "aum", "el2n", "mean_loss"):
+    assert set(result) == {"n_examples", "n_flipped", "flip_rate", "scores", "excluded",
+                           "regions", "hard_to_learn_flipped", "hard_to_learn_share"}
+    for name in LABEL_ERROR_SCORES:
         assert result["scores"][name]["auroc"] == 1.0, name
         assert result["scores"][name]["average_precision"] == 1.0, name
     assert result["n_flipped"] == 8 and result["flip_rate"] == 0.2
@@ -373,6 +431,17 @@ def test_noise_detection_orientation_and_keys():
     assert all(type(v["auroc"]) is float for v in result["scores"].values())
     inverted = S.noise_detection(df, ~flipped)
     assert inverted["scores"]["confidence"]["auroc"] == 0.0
+
+
+def test_a_score_without_values_is_excluded_not_failed():
+    logits, gold = random_logits(60, 3, 3, seed=4)
+    v = per_example_values(logits.reshape(-1, 3), np.repeat(gold, 3))
+    grid = {k: a.reshape(60, 3) for k, a in v.items()}
+    df = S.scores_from_arrays(grid["p_gold"], grid["pred"], gold)  # no margin, loss, el2n
+    assert df[["aum", "el2n", "mean_loss"]].isna().all().all()
+    result = S.noise_detection(df, np.arange(60) % 5 == 0)
+    assert set(result["scores"]) == {"confidence", "correctness", "forgetfulness"}
+    assert "no value" in result["excluded"]["aum"]
 
 
 def test_noise_detection_errors():
@@ -389,8 +458,20 @@ def test_noise_detection_errors():
 def test_scores_table_round_trip(tmp_path):
     df = S.compute_scores(make_table(n=20, epochs=3), burn_out=2)
     table = S.scores_table(df)
-    assert table.schema.equals(S.SCORES_SCHEMA)
+    assert table.schema.equals(S.scores_schema())
     write_parquet(tmp_path / "s.parquet", table)
     back = S.read_scores(tmp_path / "s.parquet")
     pd.testing.assert_frame_equal(back, df)
     assert back.attrs["burn_out"] == 2
+
+
+def test_read_scores_checks_types_by_name(tmp_path):
+    import pyarrow as pa
+
+    table = S.scores_table(S.compute_scores(make_table(n=10, epochs=2)))
+    position = table.schema.get_field_index("forgetfulness")
+    as_float = table.set_column(position, "forgetfulness",
+                                table.column("forgetfulness").cast(pa.float64()))
+    write_parquet(tmp_path / "s.parquet", as_float)
+    with pytest.raises(DataError, match=r"forgetfulness is double, expected int64"):
+        S.read_scores(tmp_path / "s.parquet")

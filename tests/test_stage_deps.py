@@ -214,11 +214,11 @@ def test_deps_list_no_module_the_stage_does_not_run(stage):
 
 
 def test_the_import_analysis_sees_lazy_and_function_level_imports():
-    # the analysis itself must be able to fail: the select stage imports scores.order_by inside
-    # a function of selection.py, and the train stage builds DynamicsRecorder through the lazy
+    # the analysis itself must be able to fail: the select stage ranks with the score registry
+    # (imported by selection.py), and the train stage builds DynamicsRecorder through the lazy
     # export of datamap.dynamics from the dynamics config's _target_
     select = next(s for s in STAGES if s["name"].startswith("select@"))
-    assert SRC / "datamap" / "scores.py" in expected_code(select)
+    assert SRC / "datamap" / "score_registry.py" in expected_code(select)
     train = next(s for s in STAGES if s["name"] == "train")
     recorder = lazy_exports("datamap.dynamics")["DynamicsRecorder"]
     assert module_file(recorder) in expected_code(train)

@@ -73,34 +73,6 @@ def review_queue(scores: pd.DataFrame, predictions: pd.Series, class_names: list
     })
 
 
-def plot_review_grid(queue: pd.DataFrame, images: dict[int, np.ndarray], path: Path,
-                     max_images: int = 48) -> None:
-    """A grid of the hardest images with 'given -> model' captions."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = queue.head(max_images)
-    n = max(len(rows), 1)
-    cols = min(8, n)
-    nrows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(nrows, cols, figsize=(1.4 * cols, 1.6 * nrows), dpi=100,
-                             squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, row in zip(axes.ravel(), rows.itertuples(), strict=False):
-        image = images[row.id]
-        ax.imshow(image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1),
-                  cmap="gray_r", interpolation="nearest")
-        ax.set_title(f"#{row.id}: {row.given_label}->{row.model_label}", fontsize=7)
-    fig.suptitle("Hard-to-learn examples (given label -> model's label)", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)
-
-
 def run_cartography(
     dynamics_path: str | os.PathLike,
     prepared_dir: str | os.PathLike,
@@ -110,7 +82,7 @@ def run_cartography(
 ) -> dict[str, Any]:
     """Compute scores and write scores.parquet, data_map.png, map_points.csv, summary.json and
     review/ into ``out_dir``; return the summary."""
-    from datamap.plots import plot_data_map, plot_points_frame
+    from datamap.plots import plot_data_map, plot_points_frame, plot_review_grid
     from datamap.scores import REGIONS, compute_scores, noise_detection, scores_table
 
     out_dir = Path(out_dir)

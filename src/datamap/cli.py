@@ -66,7 +66,7 @@ def _scores(args: argparse.Namespace) -> int:
     from datamap.scores import REGIONS, compute_scores, scores_table
 
     regions: dict[str, object] = {"rule": args.region_rule}
-    for key in ("confidence", "variability", "ambiguous", "hard"):
+    for key, _, _ in _REGION_OPTIONS:
         value = getattr(args, key)
         if value is not None:
             regions[key] = value
@@ -104,12 +104,27 @@ def _export_dynamics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list_scores(args: argparse.Namespace) -> int:
+    from datamap.score_registry import markdown_table
+
+    print(markdown_table())
+    return 0
+
+
+#: Region options of `datamap scores`: flag, the rule it belongs to, what it sets (default).
+_REGION_OPTIONS = (
+    ("confidence", "threshold", "easy-to-learn at or above this confidence (0.5)"),
+    ("variability", "threshold", "ambiguous at or above this variability (0.2)"),
+    ("ambiguous", "quantile", "fraction labelled ambiguous (0.33)"),
+    ("hard", "quantile", "fraction labelled hard-to-learn (0.33)"),
+)
+
+
 def _register_scores_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "scores",
         help="cartography scores of a dynamics table (any split) -> scores.parquet",
-        description="Compute confidence, variability, correctness, forgetfulness, "
-        "threshold closeness, AUM, EL2N, aleatoric uncertainty, mean loss and the region of "
+        description="Compute every registered score (`datamap list-scores`) and the region of "
         "every example of a dynamics table, read in chunks of ids.",
     )
     p.add_argument("dynamics", help="dynamics Parquet file (e.g. data/train/dynamics.parquet)")
@@ -119,33 +134,33 @@ def _register_scores_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--include-ci", action="store_true",
                    help="variability as the reference's sqrt(v + v^2/(R-1))")
     p.add_argument("--el2n-epochs", type=int, default=2, metavar="N",
-                   help="early epochs averaged by el2n (default 2; 0 = every epoch)")
+                   help="early epochs of this run averaged by the single-run el2n (default 2; "
+                   "0 = every epoch)")
     p.add_argument("--region-rule", choices=("threshold", "quantile"), default="threshold")
-    p.add_argument("--confidence", type=float, default=None,
-                   help="threshold rule: easy-to-learn at or above this confidence (0.5)")
-    p.add_argument("--variability", type=float, default=None,
-                   help="threshold rule: ambiguous at or above this variability (0.2)")
-    p.add_argument("--ambiguous", type=float, default=None,
-                   help="quantile rule: fraction labelled ambiguous (0.33)")
-    p.add_argument("--hard", type=float, default=None,
-                   help="quantile rule: fraction labelled hard-to-learn (0.33)")
+    for name, rule, what in _REGION_OPTIONS:
+        p.add_argument(f"--{name}", type=float, default=None, help=f"{rule} rule: {what}")
     p.set_defaults(func=_scores)
 
     p = sub.add_parser(
-        "import-dynamics",
-        help="allenai/cartography training_dynamics/ directory -> dynamics.parquet",
+        "list-scores",
+        help="the score registry: each score's definition, type and label-error orientation",
     )
-    p.add_argument("directory", help="directory of dynamics_epoch_<e>.jsonl files")
-    p.add_argument("output", help="dynamics Parquet file to write")
-    p.set_defaults(func=_import_dynamics)
+    p.set_defaults(func=_list_scores)
 
-    p = sub.add_parser(
-        "export-dynamics",
-        help="dynamics.parquet (with logits) -> allenai/cartography training_dynamics/",
-    )
-    p.add_argument("dynamics", help="dynamics Parquet file with a logits column")
-    p.add_argument("directory", help="directory to write dynamics_epoch_<e>.jsonl files into")
-    p.set_defaults(func=_export_dynamics)
+    for name, func, what, arguments in (
+        ("import-dynamics", _import_dynamics,
+         "allenai/cartography training_dynamics/ directory -> dynamics.parquet",
+         (("directory", "directory of dynamics_epoch_<e>.jsonl files"),
+          ("output", "dynamics Parquet file to write"))),
+        ("export-dynamics", _export_dynamics,
+         "dynamics.parquet (with logits) -> allenai/cartography training_dynamics/",
+         (("dynamics", "dynamics Parquet file with a logits column"),
+          ("directory", "directory to write dynamics_epoch_<e>.jsonl files into"))),
+    ):
+        p = sub.add_parser(name, help=what)
+        for argument, argument_help in arguments:
+            p.add_argument(argument, help=argument_help)
+        p.set_defaults(func=func)
 
 
 _EXTRA_COMMANDS.append(_register_scores_commands)

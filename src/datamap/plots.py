@@ -1,21 +1,26 @@
-"""Figures: the data map (Swayamdipta et al. 2020, Fig. 1) and the points behind it.
+"""Figures: the data map (Swayamdipta et al. 2020, Fig. 1), the points behind it, and the
+review grid of hard-to-learn images.
 
 Headless and deterministic: figures are drawn on a bare :class:`matplotlib.figure.Figure` with
-the Agg canvas (no pyplot state, no display), PNGs carry no software/time stamps, and the same
-scores give the same bytes. Matplotlib is imported inside the functions so that importing this
-module stays cheap.
+the Agg canvas (no pyplot state, no display) and saved by :func:`save_png` -- atomically, with no
+software/time stamps -- so the same inputs give the same bytes. Matplotlib is imported inside
+the functions so that importing this module stays cheap.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from datamap.io import DataError, atomic_path
 from datamap.scores import AMBIGUOUS, EASY, HARD
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: Columns of :func:`plot_points_frame`.
 POINT_COLUMNS = ("id", "confidence", "variability", "correctness", "region")
@@ -33,6 +38,13 @@ class DataMapInfo:
     n_examples: int
     n_shown: int
     title: str
+
+
+def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
+    """Write ``fig`` to ``path`` as a PNG, atomically and without the software stamp (the
+    same figure gives the same bytes)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
 
 
 def _check(scores: pd.DataFrame) -> None:
@@ -160,6 +172,30 @@ def plot_data_map(
     ax3.xaxis.grid(True)
     fig.tight_layout()
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+    save_png(fig, path, dpi)
     return DataMapInfo(path=str(path), n_examples=n, n_shown=shown, title=full_title)
+
+
+def plot_review_grid(queue: pd.DataFrame, images: dict[int, np.ndarray],
+                     path: str | os.PathLike, max_images: int = 48) -> None:
+    """A grid of the first ``max_images`` rows of a review queue (``id``, ``given_label``,
+    ``model_label`` columns), each image [C, H, W] from ``images`` (id -> array) captioned
+    "#id: given->model"."""
+    from matplotlib.figure import Figure
+
+    rows = queue.head(max_images)
+    n = max(len(rows), 1)
+    cols = min(8, n)
+    nrows = int(np.ceil(n / cols))
+    fig = Figure(figsize=(1.4 * cols, 1.6 * nrows), dpi=100)
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, row in zip(axes.ravel(), rows.itertuples(), strict=False):
+        image = images[row.id]
+        ax.imshow(image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1),
+                  cmap="gray_r", interpolation="nearest")
+        ax.set_title(f"#{row.id}: {row.given_label}->{row.model_label}", fontsize=7)
+    fig.suptitle("Hard-to-learn examples (given label -> model's label)", fontsize=9)
+    fig.tight_layout()
+    save_png(fig, path)

@@ -1,56 +1,52 @@
 """Cartography scores from training dynamics -- vectorised, chunked, no loop over examples.
 
-Two ways in:
+What each score is -- its reduction, dtype, ranking and label-error orientation -- lives in the
+registry (:mod:`datamap.score_registry`); this module runs the registered reductions over a
+dynamics table and uses the results:
 
 * :func:`compute_scores` takes a dynamics table (an Arrow table or the path of a Parquet file
-  written by :func:`datamap.dynamics.write_dynamics`) and returns one row per example. Paths are
-  read a range of ids at a time, so memory is bounded by the output plus one chunk.
-* Plain-array functions in the style of cleanlab, for notebooks. Arrays are indexed
-  ``[example, record]``: ``p_gold`` [N, R] float (softmax probability of the gold label),
-  ``pred`` [N, R] int, ``gold`` [N] int, ``correct`` [N, R] bool, ``margin``/``loss``/``el2n``
-  [N, R] float, where R counts the records kept, in time order (epoch-major, then record).
-  Each function returns a float64 (or int64/bool) array of shape [N].
+  written by :func:`datamap.dynamics.write_dynamics`) and returns one row per example: ``id``,
+  ``gold``, every registered score (in registration order, each with its registered dtype) and
+  ``region``. Paths are read a range of ids at a time, so memory is bounded by the output plus
+  one chunk. :func:`scores_from_arrays` / :func:`scores_from_logits` do the same for in-memory
+  arrays (notebooks).
+* :func:`assign_regions`: easy-to-learn / ambiguous / hard-to-learn by a configurable rule.
+* :func:`noise_detection`: with injected label noise, how well each score that has a
+  label-error orientation finds the flipped labels (the others are listed with the reason).
+* :func:`scores_table` / :func:`read_scores`: the ``scores.parquet`` file, typed by name.
 
-Definitions (R records per example after burn-out; every mean is over those R records):
+The built-in scores (R records per example after burn-out; every mean is over those R records):
 
 ======================== ====================================================================
 ``confidence``           mean p_gold
 ``variability``          population std of p_gold (ddof 0); ``include_ci=True`` gives the paper
-                         code's sqrt(v + v^2 / (R - 1)) with v the population variance. At R = 1,
-                         v = 0 and the correction term is 0/0; we define it as 0 (the reference
-                         returns NaN there).
+                         code's sqrt(v + v^2 / (R - 1)) with v the population variance (0 at
+                         R = 1, where the reference returns NaN)
 ``correctness``          fraction of records with pred == gold (the reference stores the count;
                          the paper plots this fraction)
 ``forgetfulness``        number of records t >= 1 with record t-1 correct and record t wrong
                          (Toneva et al. 2019). The reference returns the sentinel 1000 for
                          examples never predicted correctly; we keep the count (0 for them) and
-                         set ``never_learned``. Rankings by forgetfulness put never-learned
-                         examples first (:func:`order_by`, :func:`suspicion`).
+                         set ``never_learned``; rankings put never-learned examples first.
 ``never_learned``        no kept record is correct
 ``threshold_closeness``  confidence * (1 - confidence) (Active Bias, Chang et al. 2017)
-``aum``                  mean margin, margin = gold logit - largest other logit (Pleiss et al. 2020)
-``el2n``                 mean of ||softmax - onehot||_2 over the first ``el2n_epochs`` kept epochs
-                         (Paul et al. 2021); default :data:`EL2N_EPOCHS` = 2
+``aum``                  mean margin, margin = gold logit - largest other logit (Pleiss et al.)
+``el2n``                 single-run EL2N: mean of ||softmax - onehot||_2 over the first
+                         ``el2n_epochs`` kept epochs of this one run (Paul et al. 2021 average
+                         one early epoch over several independent runs instead; see
+                         :func:`datamap.score_registry.el2n`)
 ``aleatoric``            mean p_gold * (1 - p_gold) (Data-IQ, Seedat et al. 2022)
 ``mean_loss``            mean cross-entropy loss
-``region``               easy-to-learn / ambiguous / hard-to-learn, see :func:`assign_regions`
+``region``               see :func:`assign_regions`
 ======================== ====================================================================
 
-All reductions run in float64 over the stored float32 values; every score column is float64
-(``forgetfulness`` int64, ``never_learned`` bool, ``region`` a categorical of :data:`REGIONS`).
 ``confidence``, ``variability`` (both forms), ``correctness`` (as count / R),
 ``forgetfulness`` and ``threshold_closeness`` agree with ``compute_train_dy_metrics`` of
 allenai/cartography to 1e-6 (tests/test_scores.py checks it against a loop oracle).
 
 Burn-out (``burn_out=K``) keeps the records of the first K epochs; K at or above the number of
-recorded epochs keeps everything (as the reference does).
-
-Why ``el2n_epochs = 2``: EL2N is an *early-training* score -- Paul et al. compute it a few
-epochs into training, where it separates hard from easy examples best; later in training
-every example's error norm collapses towards zero. In ``train_pass`` recording, epoch 0's
-values come from a model that is still near its initialisation for the first batches, so
-averaging epochs 0 and 1 halves that noise while staying early. Values above the kept epochs
-use every kept epoch; ``None`` means every kept epoch.
+recorded epochs keeps everything (as the reference does). ``el2n_epochs`` above the kept epochs
+uses every kept epoch; ``None`` means every kept epoch.
 """
 
 from __future__ import annotations
@@ -67,6 +63,15 @@ import pyarrow as pa
 from datamap.dynamics.storage import CHUNK_ROWS, open_dynamics
 from datamap.dynamics.values import per_example_values
 from datamap.io import ConfigError, DataError, read_parquet
+from datamap.score_registry import (
+    EL2N_EPOCHS,
+    OPTIONAL_INPUTS,
+    Score,
+    ScoreInputs,
+    all_scores,
+    as_records,
+    suspicion,
+)
 
 EASY = "easy-to-learn"
 AMBIGUOUS = "ambiguous"
@@ -75,27 +80,6 @@ HARD = "hard-to-learn"
 REGIONS = (EASY, AMBIGUOUS, HARD)
 #: Region name -> identifier-friendly key (JSON metrics, selection specs).
 REGION_KEYS = {EASY: "easy_to_learn", AMBIGUOUS: "ambiguous", HARD: "hard_to_learn"}
-
-#: The score columns (everything but id, gold and region), in output order.
-SCORES = (
-    "confidence",
-    "variability",
-    "correctness",
-    "forgetfulness",
-    "never_learned",
-    "threshold_closeness",
-    "aum",
-    "el2n",
-    "aleatoric",
-    "mean_loss",
-)
-#: Columns of the scores table, in order.
-SCORE_COLUMNS = ("id", "gold", *SCORES, "region")
-#: Scores evaluated by :func:`noise_detection` (never_learned enters through forgetfulness).
-DETECTION_SCORES = tuple(s for s in SCORES if s != "never_learned")
-
-#: Default number of early epochs averaged by ``el2n`` (see the module docstring).
-EL2N_EPOCHS = 2
 
 #: Region rules and their parameters with defaults.
 REGION_RULES: dict[str, dict[str, float]] = {
@@ -108,152 +92,24 @@ REGION_RULES: dict[str, dict[str, float]] = {
 #: The default region rule (``regions=None``).
 DEFAULT_REGIONS: dict[str, Any] = {"rule": "threshold", **REGION_RULES["threshold"]}
 
-#: How :func:`suspicion` orients each score so that a suspicious (likely mislabelled) example
-#: scores high.
-SUSPICION: dict[str, str] = {
-    "confidence": "1 - confidence: the model rarely gives the label much probability",
-    "variability": "variability: the ambiguous end (flipped labels mostly sit at LOW "
-                   "variability, so an AUROC below 0.5 is expected and informative)",
-    "correctness": "1 - correctness: the label is rarely predicted",
-    "forgetfulness": "forgetfulness, never-learned examples above every count",
-    "threshold_closeness": "threshold_closeness: confidence closest to 0.5",
-    "aum": "-aum: a low (negative) margin for the label",
-    "el2n": "el2n: a large early error norm",
-    "aleatoric": "aleatoric: high Data-IQ aleatoric uncertainty",
-    "mean_loss": "mean_loss: a high average loss",
-}
 
-_FLOAT_SCORES = ("confidence", "variability", "correctness", "threshold_closeness", "aum",
-                 "el2n", "aleatoric", "mean_loss")
-_VALUE_COLUMNS = ("p_gold", "pred", "margin", "loss", "el2n")
+def score_columns() -> tuple[str, ...]:
+    """Columns of the scores table, in order: id, gold, the registered scores, region."""
+    return ("id", "gold", *(s.name for s in all_scores()), "region")
 
 
-# --------------------------------------------------------------------------------------------
-# plain-array scores ([N, R] in, [N] out)
-
-
-def _matrix(values: Any, name: str) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D [examples, records], got shape {arr.shape}")
-    if arr.shape[1] == 0:
-        raise ValueError(f"{name} needs at least one record per example")
-    return arr
-
-
-def _moments(p_gold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and population variance along records, in float64 (two-pass, like np.std)."""
-    mean = p_gold.mean(axis=1, dtype=np.float64)
-    dev = p_gold - mean[:, None]
-    var = np.einsum("ij,ij->i", dev, dev) / p_gold.shape[1]
-    return mean, var
-
-
-def _ci_variability(var: np.ndarray, n_records: int, include_ci: bool) -> np.ndarray:
-    if include_ci and n_records > 1:
-        var = var + var * var / (n_records - 1)
-    # include_ci at R = 1: var is exactly 0, the correction 0/0 is defined as 0.
-    return np.sqrt(var)
-
-
-def confidence(p_gold: Any) -> np.ndarray:
-    """Mean gold-label probability per example. ``p_gold`` [N, R] -> [N] float64."""
-    return _matrix(p_gold, "p_gold").mean(axis=1, dtype=np.float64)
-
-
-def variability(p_gold: Any, *, include_ci: bool = False) -> np.ndarray:
-    """Population std (ddof 0) of the gold-label probability; ``include_ci`` gives
-    sqrt(v + v^2/(R-1)) (0 at R = 1). ``p_gold`` [N, R] -> [N] float64."""
-    p = _matrix(p_gold, "p_gold")
-    _, var = _moments(p)
-    return _ci_variability(var, p.shape[1], include_ci)
-
-
-def correct_matrix(pred: Any, gold: Any) -> np.ndarray:
-    """``pred`` [N, R] == ``gold`` [N] per record -> [N, R] bool."""
-    pred = _matrix(pred, "pred")
-    gold = np.asarray(gold)
-    if gold.shape != (pred.shape[0],):
-        raise ValueError(f"gold must have shape ({pred.shape[0]},), got {gold.shape}")
-    return pred == gold[:, None]
-
-
-def correctness(correct: Any) -> np.ndarray:
-    """Fraction of records predicted correctly. ``correct`` [N, R] bool -> [N] float64."""
-    return _matrix(correct, "correct").mean(axis=1, dtype=np.float64)
-
-
-def forgetfulness(correct: Any) -> np.ndarray:
-    """Number of correct -> wrong transitions between consecutive records.
-    ``correct`` [N, R] bool -> [N] int64 (0 for never-learned examples; see
-    :func:`never_learned`)."""
-    c = _matrix(correct, "correct").astype(bool, copy=False)
-    return (c[:, :-1] & ~c[:, 1:]).sum(axis=1, dtype=np.int64)
-
-
-def never_learned(correct: Any) -> np.ndarray:
-    """True where no record is correct. ``correct`` [N, R] bool -> [N] bool."""
-    return ~_matrix(correct, "correct").astype(bool, copy=False).any(axis=1)
-
-
-def threshold_closeness(confidence: Any) -> np.ndarray:
-    """confidence * (1 - confidence). ``confidence`` [N] -> [N] float64."""
-    c = np.asarray(confidence, dtype=np.float64)
-    return c * (1.0 - c)
-
-
-def aum(margin: Any) -> np.ndarray:
-    """Area under the margin: mean of (gold logit - largest other logit).
-    ``margin`` [N, R] -> [N] float64."""
-    return _matrix(margin, "margin").mean(axis=1, dtype=np.float64)
-
-
-def el2n(el2n_values: Any) -> np.ndarray:
-    """Mean error L2-norm ||softmax - onehot||_2 over the records given -- pass only the early
-    epochs' records. ``el2n_values`` [N, R_early] -> [N] float64."""
-    return _matrix(el2n_values, "el2n_values").mean(axis=1, dtype=np.float64)
-
-
-def aleatoric(p_gold: Any) -> np.ndarray:
-    """Data-IQ aleatoric uncertainty: mean p_gold * (1 - p_gold). ``p_gold`` [N, R] ->
-    [N] float64."""
-    p = _matrix(p_gold, "p_gold").astype(np.float64)
-    return (p * (1.0 - p)).mean(axis=1)
-
-
-def mean_loss(loss: Any) -> np.ndarray:
-    """Mean cross-entropy loss. ``loss`` [N, R] -> [N] float64."""
-    return _matrix(loss, "loss").mean(axis=1, dtype=np.float64)
-
-
-def _grid_scores(
-    p_gold: np.ndarray,
-    pred: np.ndarray,
-    gold: np.ndarray,
-    margin: np.ndarray | None,
-    loss: np.ndarray | None,
-    el2n_values: np.ndarray | None,
-    include_ci: bool,
-) -> dict[str, np.ndarray]:
-    """Every score for one block of examples ([n, R] arrays, possibly transposed views)."""
-    n = p_gold.shape[0]
-    conf, var = _moments(p_gold)
-    # mean p(1-p) = conf - mean(p^2) = conf (1 - conf) - var: same value, no [n, R] temporaries
-    ale = np.maximum(conf * (1.0 - conf) - var, 0.0)
-    correct = correct_matrix(pred, gold)
-    nan = np.full(n, np.nan)
-    return {
-        "confidence": conf,
-        "variability": _ci_variability(var, p_gold.shape[1], include_ci),
-        "correctness": correctness(correct),
-        "forgetfulness": forgetfulness(correct),
-        "never_learned": never_learned(correct),
-        "threshold_closeness": threshold_closeness(conf),
-        "aum": aum(margin) if margin is not None else nan,
-        "el2n": el2n(el2n_values) if el2n_values is not None else nan,
-        "aleatoric": ale,
-        "mean_loss": mean_loss(loss) if loss is not None else nan,
-    }
+def _reduce_block(scores: tuple[Score, ...], inputs: ScoreInputs) -> dict[str, np.ndarray]:
+    """Every score for one block of examples; a score whose input was not recorded is NaN."""
+    n = len(inputs.gold)
+    out = {}
+    for score in scores:
+        if any(getattr(inputs, need) is None for need in score.needs):
+            if score.dtype != "float64":
+                raise ValueError(f"score {score.name!r} needs {', '.join(score.needs)}")
+            out[score.name] = np.full(n, np.nan)
+        else:
+            out[score.name] = score.reduce(inputs)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -378,9 +234,10 @@ def compute_scores(
     averaged by ``el2n`` (None: every kept epoch). ``regions``: ``{"rule": ..., **params}`` for
     :func:`assign_regions` (None: :data:`DEFAULT_REGIONS`).
 
-    Returns a DataFrame with columns :data:`SCORE_COLUMNS`; ``attrs`` record the options and
-    the number of records used. Raises :class:`~datamap.io.DataError` for a malformed table and
-    :class:`~datamap.io.ConfigError` for bad options.
+    Returns a DataFrame with columns :func:`score_columns` (each registered score with its
+    registered dtype); ``attrs`` record the options and the number of records used. Raises
+    :class:`~datamap.io.DataError` for a malformed table and :class:`~datamap.io.ConfigError`
+    for bad options.
     """
     burn_out = _positive_int(burn_out, "burn_out")
     el2n_epochs = _positive_int(el2n_epochs, "el2n_epochs")
@@ -391,25 +248,27 @@ def compute_scores(
     rpe = source.records_per_epoch
     n = source.n_ids
 
+    scores = all_scores()  # one snapshot of the registry for the whole table
+    needed = [c for c in OPTIONAL_INPUTS if any(c in s.needs for s in scores)]
     ids = np.empty(n, dtype=np.int64)
     gold = np.empty(n, dtype=np.int64)
-    out = {name: np.empty(n, dtype=np.float64) for name in _FLOAT_SCORES}
-    out["forgetfulness"] = np.empty(n, dtype=np.int64)
-    out["never_learned"] = np.empty(n, dtype=bool)
+    out = {s.name: np.empty(n, dtype=s.dtype) for s in scores}
     pos = 0
-    for chunk in source.chunks(_VALUE_COLUMNS, epochs=kept, chunk_rows=chunk_rows):
+    for chunk in source.chunks(["p_gold", "pred", *needed], epochs=kept, chunk_rows=chunk_rows):
         v = chunk.values
         m = len(chunk.ids)
-        block = _grid_scores(
-            v["p_gold"].T, v["pred"].T, chunk.gold, v["margin"].T, v["loss"].T,
-            v["el2n"][: early * rpe].T, include_ci,
+        inputs = ScoreInputs(
+            v["p_gold"].T, v["pred"].T, chunk.gold, include_ci=include_ci,
+            # [slots, n] grids, epoch-major: the first `early` epochs are the first rows
+            **{c: v[c][: early * rpe].T if c == "el2n" else v[c].T for c in needed},
         )
+        block = _reduce_block(scores, inputs)
         ids[pos:pos + m] = chunk.ids
         gold[pos:pos + m] = chunk.gold
         for name, values in block.items():
             out[name][pos:pos + m] = values
         pos += m
-        del chunk, v, block  # release this chunk before the next one is read
+        del chunk, v, inputs, block  # release this chunk before the next one is read
     if pos != n:  # defensive: the sources guarantee it
         raise DataError(f"{source.source}: read {pos} ids, expected {n}")
     attrs = {
@@ -430,7 +289,7 @@ def _assemble(ids: np.ndarray, gold: np.ndarray, out: dict[str, np.ndarray], rul
               params: Mapping[str, float], attrs: dict[str, Any]) -> pd.DataFrame:
     codes = _region_codes(out["confidence"], out["variability"], ids, rule, params)
     columns: dict[str, Any] = {"id": ids, "gold": gold}
-    columns.update({name: out[name] for name in SCORES})
+    columns.update(out)
     columns["region"] = pd.Categorical.from_codes(codes, categories=list(REGIONS))
     df = pd.DataFrame(columns, copy=False)
     df.attrs.update(attrs)
@@ -458,9 +317,9 @@ def scores_from_arrays(
     epochs x ``records_per_epoch`` in time order; ``gold`` [N]; ``ids`` [N] unique (default
     0..N-1). Scores whose input is missing are NaN. Same output as :func:`compute_scores`.
     """
-    p = _matrix(p_gold, "p_gold")
+    p = as_records(p_gold, "p_gold")
     n, r = p.shape
-    pred = _matrix(pred, "pred")
+    pred = as_records(pred, "pred")
     gold = np.asarray(gold)
     rpe = _positive_int(records_per_epoch, "records_per_epoch")
     burn_out = _positive_int(burn_out, "burn_out")
@@ -469,7 +328,7 @@ def scores_from_arrays(
     if r % rpe:
         raise ValueError(f"{r} records is not a whole number of epochs of {rpe} records")
     optional = {"margin": margin, "loss": loss, "el2n_values": el2n_values}
-    arrays = {k: (None if v is None else _matrix(v, k)) for k, v in optional.items()}
+    arrays = {k: (None if v is None else as_records(v, k)) for k, v in optional.items()}
     for name, arr in {"pred": pred, **arrays}.items():
         if arr is not None and arr.shape != (n, r):
             raise ValueError(f"{name} must have shape ({n}, {r}), got {arr.shape}")
@@ -485,8 +344,9 @@ def scores_from_arrays(
     for k, arr in arrays.items():
         if arr is not None:
             arrays[k] = arr[order, : (early if k == "el2n_values" else kept) * rpe]
-    out = _grid_scores(p, pred, gold, arrays["margin"], arrays["loss"], arrays["el2n_values"],
-                       include_ci)
+    inputs = ScoreInputs(p, pred, gold, margin=arrays["margin"], loss=arrays["loss"],
+                         el2n=arrays["el2n_values"], include_ci=include_ci)
+    out = _reduce_block(all_scores(), inputs)
     attrs = {"epochs": kept, "records_per_epoch": rpe, "records": kept * rpe,
              "burn_out": burn_out, "include_ci": bool(include_ci), "el2n_epochs": early,
              "regions": {"rule": rule, **params}}
@@ -508,61 +368,35 @@ def scores_from_logits(logits: Any, gold: Any, **kwargs: Any) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------
-# ranking and noise detection
-
-
-def suspicion(scores: pd.DataFrame, score: str) -> np.ndarray:
-    """``score`` oriented so that a suspicious (likely mislabelled) example is high -> [N]
-    float64. Orientations: :data:`SUSPICION`. For forgetfulness never-learned examples get
-    max(forgetfulness) + 1, above every count."""
-    if score not in SUSPICION:
-        raise ConfigError(f"unknown score {score!r}; expected one of {', '.join(SUSPICION)}")
-    values = np.asarray(scores[score], dtype=np.float64)
-    if score in ("confidence", "correctness"):
-        return 1.0 - values
-    if score == "aum":
-        return -values
-    if score == "forgetfulness":
-        never = np.asarray(scores["never_learned"], dtype=bool)
-        top = values.max(initial=0.0) + 1.0
-        return np.where(never, top, values)
-    return values
-
-
-def order_by(scores: pd.DataFrame, score: str, *, descending: bool = True) -> np.ndarray:
-    """Row positions of ``scores`` ranked by one score column, ties broken by id (smaller
-    first). For ``forgetfulness``, never-learned examples rank as the most forgettable (first
-    when ``descending``, last otherwise)."""
-    if score not in scores.columns:
-        raise ConfigError(f"unknown score {score!r}; expected one of "
-                          f"{', '.join(c for c in scores.columns if c not in ('id', 'region'))}")
-    if score == "forgetfulness" and "never_learned" in scores.columns:
-        key = suspicion(scores, "forgetfulness")
-    else:
-        key = np.asarray(scores[score], dtype=np.float64)
-    ids = np.asarray(scores["id"])
-    return np.lexsort((ids, -key if descending else key))
+# noise detection
 
 
 def noise_detection(scores: pd.DataFrame, is_flipped: Any) -> dict[str, Any]:
-    """How well each score finds flipped labels, as JSON-ready plain numbers.
+    """How well each score finds flipped labels, as JSON-ready plain values.
 
     ``scores``: the output of :func:`compute_scores`; ``is_flipped`` [N] bool aligned with its
-    rows (True where the training label was flipped). Every score in
-    :data:`DETECTION_SCORES` is oriented by :func:`suspicion` and evaluated with
+    rows (True where the training label was flipped). Every registered score with a label-error
+    orientation (``Score.suspicious``) is oriented by
+    :func:`~datamap.score_registry.suspicion` -- suspicious high -- and evaluated with
     ``sklearn.metrics.roc_auc_score`` and ``average_precision_score`` (chance level: AUROC 0.5,
-    AP = flip_rate). Regions report their size, flipped count, the share of all flipped labels
-    they hold, and their own flip rate. Keys are stable::
+    AP = flip_rate). Scores without one (high for *ambiguous* examples, such as
+    ``variability``, ``threshold_closeness`` and ``aleatoric``: a mislabelled and an easy
+    example both score low) get no AUROC -- one far below 0.5 would read as "useless" when the
+    score simply measures something else -- and are listed under ``excluded`` with the reason.
+    Regions report their size, flipped count, the share of all flipped labels they hold, and
+    their own flip rate. Keys are stable::
 
         {"n_examples", "n_flipped", "flip_rate",
-         "scores": {score: {"auroc", "average_precision"}},
+         "scores": {score: {"auroc", "average_precision", "suspicious_when"}},
+         "excluded": {score: reason},
          "regions": {easy_to_learn|ambiguous|hard_to_learn:
                      {"count", "flipped", "share_of_flipped", "flip_rate"}},
          "hard_to_learn_flipped", "hard_to_learn_share"}
 
-    ``hard_to_learn_flipped`` is the number of flipped labels inside hard-to-learn and
-    ``hard_to_learn_share`` their share of all flipped labels (the paper's claim: mislabelled
-    examples gather there).
+    ``suspicious_when`` is "low" or "high"; ``hard_to_learn_flipped`` is the number of flipped
+    labels inside hard-to-learn and ``hard_to_learn_share`` their share of all flipped labels
+    (the paper's claim: mislabelled examples gather there). A score with missing values (its
+    input was not recorded) is excluded with that reason.
 
     Raises :class:`~datamap.io.DataError` unless there are both flipped and clean examples.
     """
@@ -587,15 +421,23 @@ def noise_detection(scores: pd.DataFrame, is_flipped: Any) -> dict[str, Any]:
         "n_flipped": n_flipped,
         "flip_rate": n_flipped / n,
         "scores": {},
+        "excluded": {},
         "regions": {},
     }
-    for name in DETECTION_SCORES:
-        key = suspicion(scores, name)
-        if not np.isfinite(key).all():
-            raise DataError(f"score {name!r} has missing or infinite values")
-        result["scores"][name] = {
+    for score in all_scores():
+        if score.suspicious is None:
+            result["excluded"][score.name] = score.why
+            continue
+        key = suspicion(scores, score.name)
+        missing = int((~np.isfinite(key)).sum())
+        if missing:
+            result["excluded"][score.name] = (f"{missing} of {n} examples have no value (its "
+                                              "input was not recorded)")
+            continue
+        result["scores"][score.name] = {
             "auroc": float(roc_auc_score(flipped, key)),
             "average_precision": float(average_precision_score(flipped, key)),
+            "suspicious_when": score.suspicious,
         }
     region = np.asarray(scores["region"], dtype=object)
     for name in REGIONS:
@@ -617,39 +459,48 @@ def noise_detection(scores: pd.DataFrame, is_flipped: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # the scores table on disk
 
-#: Arrow schema of ``scores.parquet``.
-SCORES_SCHEMA = pa.schema(
-    [("id", pa.int64()), ("gold", pa.int64())]
-    + [(name, pa.float64()) for name in SCORES[:3]]
-    + [("forgetfulness", pa.int64()), ("never_learned", pa.bool_())]
-    + [(name, pa.float64()) for name in SCORES[5:]]
-    + [("region", pa.string())]
-)
+_ARROW_TYPES = {"float64": pa.float64(), "int64": pa.int64(), "bool": pa.bool_()}
+
+
+def scores_schema() -> pa.Schema:
+    """Arrow schema of ``scores.parquet``: id, gold, every registered score typed by its
+    registered dtype, region (strings)."""
+    return pa.schema([("id", pa.int64()), ("gold", pa.int64())]
+                     + [(s.name, _ARROW_TYPES[s.dtype]) for s in all_scores()]
+                     + [("region", pa.string())])
 
 
 def scores_table(scores: pd.DataFrame) -> pa.Table:
-    """The scores DataFrame as an Arrow table with :data:`SCORES_SCHEMA` (region as plain
+    """The scores DataFrame as an Arrow table with :func:`scores_schema` (region as plain
     strings) and the options of ``scores.attrs`` in its schema metadata (deterministic)."""
-    missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
+    schema = scores_schema()
+    missing = [c for c in schema.names if c not in scores.columns]
     if missing:
         raise DataError(f"scores: missing column(s) {', '.join(missing)}")
     arrays = []
-    for field in SCORES_SCHEMA:
+    for field in schema:
         values = scores[field.name]
         if field.name == "region":
             arrays.append(pa.array(np.asarray(values, dtype=object), type=pa.string()))
         else:
             arrays.append(pa.array(values.to_numpy(), type=field.type))
-    table = pa.Table.from_arrays(arrays, schema=SCORES_SCHEMA)
+    table = pa.Table.from_arrays(arrays, schema=schema)
     meta = json.dumps(dict(scores.attrs), sort_keys=True, default=str).encode()
     return table.replace_schema_metadata({b"datamap": meta})
 
 
 def read_scores(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a ``scores.parquet`` (checking its columns) back into the DataFrame form."""
-    table = read_parquet(path, required=SCORE_COLUMNS, what="scores table",
-                         hint="run the cartography stage (or `datamap scores`) to produce it")
-    df = table.select(list(SCORE_COLUMNS)).to_pandas()
+    """Read a ``scores.parquet`` back into the DataFrame form, checking that it has every
+    registered score with its registered type."""
+    hint = "run the cartography stage (or `datamap scores`) to produce it"
+    schema = scores_schema()
+    table = read_parquet(path, required=schema.names, what="scores table", hint=hint)
+    wrong = [f"{f.name} is {table.schema.field(f.name).type}, expected {f.type}"
+             for f in schema if not table.schema.field(f.name).type.equals(f.type)]
+    if wrong:
+        raise DataError(f"{path}: scores table has column(s) of the wrong type "
+                        f"({'; '.join(wrong)}); {hint} again")
+    df = table.select(schema.names).to_pandas()
     df["region"] = pd.Categorical(df["region"].astype(object), categories=list(REGIONS))
     raw = (table.schema.metadata or {}).get(b"datamap")
     if raw:

@@ -1,23 +1,31 @@
 """Region ranking and mixture selection: which training examples each subset keeps.
 
-A selection spec maps criteria to fractions of the *full* training set, drawn in the order
-written and without replacement (the paper's "seed" format)::
+A selection spec is one of two kinds.
+
+**Fractions** map criteria to fractions of the *full* training set, drawn in the order written
+and without replacement (the paper's "seed" format)::
 
     {hard_to_learn: 0.0, easy_to_learn: 0.3, ambiguous: 0.1, random: 0.6}
 
-Criteria:
+Criteria come from the score registry (:mod:`datamap.score_registry`):
 
 * ``ambiguous``      highest ``variability`` first
 * ``hard_to_learn``  lowest ``confidence`` first
 * ``easy_to_learn``  highest ``confidence`` first
+* any registered score, e.g. ``aum`` (the end its ``rank_first`` names, highest for every
+  built-in score) or ``low_aum`` (lowest first); ``forgetfulness`` ranks never-learned examples
+  as the most forgettable
 * ``random``         a seeded permutation
-* any numeric score column, e.g. ``aum`` (highest first) or ``low_aum`` (lowest first);
-  ``forgetfulness`` ranks never-learned examples as the most forgettable.
 
 Ties are broken by ascending ``id``, so a ranking never depends on row order. Group sizes use
 cumulative rounding, k_i = round(F_i * N) - round(F_{i-1} * N) with F_i the running sum of
 fractions: each k_i is within one of f_i * N (equal to round(f * N) for a single criterion)
 and the groups never add up to more than N.
+
+**A file of ids**, ``{ids_file: data/selections/NAME.csv}``: exactly the examples listed in a
+CSV or Parquet file with an integer ``id`` column (the interactive data map's lasso export).
+The file must lie under ``data/selections/`` -- the select stages depend on that directory, so
+DVC reruns them when a file there changes -- and every id must be in the training split.
 """
 
 from __future__ import annotations
@@ -26,32 +34,27 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from datamap.io import (
     ConfigError,
     DataError,
     read_parquet,
 )
+from datamap.score_registry import criterion_names, order_by, resolve_criterion
 from datamap.subsets import write_subset_dir
 
 log = logging.getLogger(__name__)
 
-#: Named regions -> (score column, ascending?).
-REGION_CRITERIA: dict[str, tuple[str, bool]] = {
-    "ambiguous": ("variability", False),
-    "hard_to_learn": ("confidence", True),
-    "easy_to_learn": ("confidence", False),
-}
 RANDOM = "random"
-#: Score columns of the cartography stage's scores table that a spec may rank by.
-SCORE_COLUMNS = (
-    "confidence", "variability", "correctness", "forgetfulness", "threshold_closeness",
-    "aum", "el2n", "aleatoric", "mean_loss",
-)
-_NOT_RANKABLE = {"id", "gold", "region", "never_learned"}
+#: The key of a spec given as a file of ids.
+IDS_FILE = "ids_file"
+#: Where ids files live, relative to the repository root (a dependency of the select stages).
+SELECTIONS_DIR = Path("data") / "selections"
 _TOLERANCE = 1e-9
 
 
@@ -63,16 +66,16 @@ class Criterion:
     fraction: float
 
 
-def parse_spec(
-    spec_name: str, spec: Mapping[str, object], columns: list[str] | None = None
-) -> list[Criterion]:
-    """Validate a spec and return its criteria in order.
-
-    ``columns`` are the score columns available for ranking (default :data:`SCORE_COLUMNS`).
-    """
+def parse_spec(spec_name: str, spec: Mapping[str, object]) -> list[Criterion]:
+    """Validate a fractions spec and return its criteria in order."""
     key = f"selection.specs.{spec_name}"
     if not isinstance(spec, Mapping) or not spec:
-        raise ConfigError(f"{key} must map criteria to fractions, e.g. {{ambiguous: 0.33}}")
+        raise ConfigError(f"{key} must map criteria to fractions, e.g. {{ambiguous: 0.33}}, "
+                          f"or name a file of ids, e.g. {{ids_file: {SELECTIONS_DIR}/x.csv}}")
+    if IDS_FILE in spec:
+        others = ", ".join(str(k) for k in spec if k != IDS_FILE)
+        raise ConfigError(f"{key}: ids_file is a spec of its own and cannot be mixed with "
+                          f"fractions ({others}); move them to a second spec")
     criteria: list[Criterion] = []
     total = 0.0
     for name, fraction in spec.items():
@@ -85,25 +88,144 @@ def parse_spec(
         total += fraction
         if name == RANDOM:
             criteria.append(Criterion(name, None, True, fraction))
-        elif name in REGION_CRITERIA:
-            column, ascending = REGION_CRITERIA[name]
-            criteria.append(Criterion(name, column, ascending, fraction))
-        else:
-            column, ascending = (name[4:], True) if name.startswith("low_") else (name, False)
-            known = [c for c in (columns or SCORE_COLUMNS) if c not in _NOT_RANKABLE]
-            if column not in known:
-                names = sorted([*REGION_CRITERIA, RANDOM, *known])
-                raise ConfigError(
-                    f"{key}.{name}: unknown criterion; use one of {', '.join(names)} "
-                    "(prefix a score with low_ to rank lowest first)"
-                )
-            criteria.append(Criterion(name, column, ascending, fraction))
+            continue
+        resolved = resolve_criterion(name)
+        if resolved is None:
+            raise ConfigError(
+                f"{key}.{name}: unknown criterion; use one of "
+                f"{', '.join(sorted([RANDOM, *criterion_names()]))}, or {IDS_FILE} alone"
+            )
+        score, descending = resolved
+        criteria.append(Criterion(name, score.name, not descending, fraction))
     if total > 1 + _TOLERANCE:
         raise ConfigError(
             f"{key}: fractions sum to {total:.4g} > 1; they are shares of the full training set "
             "drawn without replacement"
         )
     return criteria
+
+
+# --------------------------------------------------------------------------------------------
+# a spec given as a file of ids
+
+
+def ids_file_path(spec_name: str, spec: Mapping[str, object],
+                  root: str | os.PathLike = ".") -> Path | None:
+    """The file of an ``{ids_file: PATH}`` spec (PATH relative to the repository ``root``),
+    checked to lie under :data:`SELECTIONS_DIR`; None for a fractions spec."""
+    if not isinstance(spec, Mapping) or list(spec) != [IDS_FILE]:
+        return None
+    key = _ids_key(spec_name)
+    value = spec[IDS_FILE]
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise ConfigError(f"{key} must be a path such as {SELECTIONS_DIR}/{spec_name}.csv, "
+                          f"got {value!r}")
+    path = Path(root) / value
+    allowed = (Path(root) / SELECTIONS_DIR).resolve()
+    if not path.resolve().is_relative_to(allowed):
+        raise ConfigError(
+            f"{key}: {value} is outside {SELECTIONS_DIR}/; move the file into "
+            f"{SELECTIONS_DIR}/ (the select stages depend on that directory, so DVC tracks it) "
+            "and point ids_file at it"
+        )
+    if path.suffix.lower() not in (".csv", ".parquet"):
+        raise ConfigError(f"{key}: {value} must be a .csv or .parquet file with an integer id "
+                          "column")
+    return path
+
+
+def _ids_key(spec_name: str) -> str:
+    return f"selection.specs.{spec_name}.{IDS_FILE}"
+
+
+def read_ids_file(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
+    """The ids listed in a CSV or Parquet file with an integer ``id`` column, in file order,
+    checked to be present, integer, unique and at least one. ``key``: the config key that
+    names the file, for messages."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: ids file not found{f' (named by {key})' if key else ''}; "
+                        "save the selection there (a CSV or Parquet file with one integer "
+                        "column id) or correct the path")
+    fix = "export the selection again (a CSV or Parquet file with one integer column id)"
+    read = _parquet_ids if path.suffix.lower() == ".parquet" else _csv_ids
+    ids = read(path, fix)
+    if len(ids) == 0:
+        raise DataError(f"{path}: the file lists no ids; select at least one example")
+    values, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        dup = int(values[counts > 1][0])
+        raise DataError(f"{path}: id {dup} is listed {int(counts[counts > 1][0])} times "
+                        f"({int((counts > 1).sum())} duplicated id(s)); list each id once")
+    return ids
+
+
+def _no_id_column(path: Path, names: list[str], fix: str) -> DataError:
+    return DataError(f"{path}: no column named id (has {', '.join(names) or 'none'}); {fix}")
+
+
+def _empty_ids(path: Path, count: int, fix: str) -> DataError:
+    return DataError(f"{path}: column id has {count} empty value(s); {fix}")
+
+
+def _parquet_ids(path: Path, fix: str) -> np.ndarray:
+    table = read_parquet(path, what="ids file", hint=fix)
+    if "id" not in table.column_names:
+        raise _no_id_column(path, table.column_names, fix)
+    column = table.column("id")
+    if not pa.types.is_integer(column.type):
+        raise DataError(f"{path}: column id holds {column.type}, not integers; {fix}")
+    if column.null_count:
+        raise _empty_ids(path, column.null_count, fix)
+    try:
+        return column.cast(pa.int64()).to_numpy()  # a safe cast: refuses uint64 overflow
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"{path}: column id holds a value outside the 64-bit integer range; "
+                        f"{fix}") from exc
+
+
+def _csv_ids(path: Path, fix: str) -> np.ndarray:
+    try:
+        # as text: no silent float conversion of a column with gaps or decimals
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty; {fix}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({exc}); {fix}") from exc
+    if "id" not in frame.columns:
+        raise _no_id_column(path, [str(c) for c in frame.columns], fix)
+    text = frame["id"].str.strip()
+    if (text == "").any():
+        raise _empty_ids(path, int((text == "").sum()), fix)
+    bad = ~text.str.fullmatch(r"[+-]?\d+")
+    if bad.any():
+        raise DataError(f"{path}: column id holds {text[bad].iloc[0]!r} (row "
+                        f"{int(np.flatnonzero(bad)[0]) + 2}), not an integer; {fix}")
+    try:
+        return np.array([int(v) for v in text], dtype=np.int64)
+    except OverflowError as exc:
+        raise DataError(f"{path}: column id holds a value outside the 64-bit integer range; "
+                        f"{fix}") from exc
+
+
+def select_ids(scores: pd.DataFrame, ids: np.ndarray, source: str | os.PathLike) -> pd.DataFrame:
+    """The subset listed in an ids file: one row per id, sorted by id, group ``ids_file`` and
+    ``rank`` = position in the file. Refuses ids outside the training split (a stale file)."""
+    known = scores["id"].to_numpy(np.int64)
+    unknown = np.setdiff1d(ids, known)
+    if len(unknown):
+        raise DataError(
+            f"{source}: {len(unknown)} of {len(ids)} id(s) are not in the training split (e.g. "
+            f"{unknown[:5].tolist()}); the selection is stale: export it again from the current "
+            "data map"
+        )
+    subset = pd.DataFrame({"id": ids, "group": IDS_FILE,
+                           "rank": np.arange(len(ids), dtype=np.int64)})
+    return subset.sort_values("id", kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# fractions
 
 
 def group_sizes(fractions: list[float], n: int) -> list[int]:
@@ -113,10 +235,9 @@ def group_sizes(fractions: list[float], n: int) -> list[int]:
 
 
 def rank_ids(scores: pd.DataFrame, column: str, ascending: bool) -> np.ndarray:
-    """Ids ordered by ``column`` (ties by ascending id), with the ranking rule of
-    :func:`datamap.scores.order_by`: never-learned examples count as the most forgettable."""
-    from datamap.scores import order_by
-
+    """Ids ordered by the registered score ``column`` (ties by ascending id), with the ranking
+    rule of :func:`datamap.score_registry.order_by`: never-learned examples count as the most
+    forgettable."""
     if column not in scores.columns:
         raise DataError(f"scores have no column {column!r}; rerun the cartography stage")
     if scores[column].isna().any():
@@ -126,14 +247,20 @@ def rank_ids(scores: pd.DataFrame, column: str, ascending: bool) -> np.ndarray:
 
 
 def select(
-    scores: pd.DataFrame, spec_name: str, spec: Mapping[str, object], seed: int
+    scores: pd.DataFrame, spec_name: str, spec: Mapping[str, object], seed: int,
+    root: str | os.PathLike = ".",
 ) -> pd.DataFrame:
-    """Draw the subset described by ``spec``.
+    """Draw the subset described by ``spec`` (fractions, or an ids file relative to the
+    repository ``root``).
 
     Returns one row per selected example, sorted by id: ``id``, ``group`` (the criterion that
-    drew it) and ``rank`` (its position within that group, 0 = first drawn).
+    drew it, ``ids_file`` for a file) and ``rank`` (its position within that group, 0 = first
+    drawn or listed).
     """
-    criteria = parse_spec(spec_name, spec, list(scores.columns))
+    ids_path = ids_file_path(spec_name, spec, root)
+    if ids_path is not None:
+        return select_ids(scores, read_ids_file(ids_path, _ids_key(spec_name)), ids_path)
+    criteria = parse_spec(spec_name, spec)
     n = len(scores)
     if n == 0:
         raise DataError("the scores table is empty; nothing to select from")
@@ -170,7 +297,7 @@ def subset_summary(
     chosen = scores[scores["id"].isin(subset["id"])]
     summary = {
         "spec": spec_name,
-        "criteria": {str(k): float(v) for k, v in spec.items()},
+        "criteria": {str(k): (str(v) if k == IDS_FILE else float(v)) for k, v in spec.items()},
         "n_train": int(len(scores)),
         "n_selected": int(len(subset)),
         "fraction": round(len(subset) / len(scores), 6),
@@ -198,15 +325,25 @@ def write_subset(
     spec_name: str,
     spec: Mapping[str, object],
     seed: int,
+    root: str | os.PathLike = ".",
 ) -> dict:
-    """Select one subset and write ``ids.parquet`` and ``summary.json`` into ``out_dir``."""
+    """Select one subset and write ``ids.parquet`` and ``summary.json`` into ``out_dir``
+    (``root``: the repository, which ids files are relative to)."""
     from datamap.data.prepare import read_split
 
     spec = dict(spec)
-    parse_spec(spec_name, spec)  # config errors first, before any file is read
-    scores = read_parquet(scores_path, required=("id", "gold", "confidence", "variability"),
-                          what="scores table", hint="run the cartography stage first").to_pandas()
-    subset = select(scores, spec_name, spec, seed)
+    # the spec's own errors first, before the pipeline's inputs are read
+    ids_path = ids_file_path(spec_name, spec, root)
+    if ids_path is None:
+        parse_spec(spec_name, spec)
+    else:
+        listed = read_ids_file(ids_path, _ids_key(spec_name))
+    scores = read_parquet(scores_path, required=("id", "gold"), what="scores table",
+                          hint="run the cartography stage first").to_pandas()
+    if ids_path is None:
+        subset = select(scores, spec_name, spec, seed)
+    else:
+        subset = select_ids(scores, listed, ids_path)
     train = read_split(prepared_dir, "train")
     flipped = None
     if train.clean_labels is not None:
