@@ -44,6 +44,7 @@ params: setup
 bench: setup
 	$(PY) benchmarks/bench_scores.py
 	$(PY) benchmarks/bench_recording.py
+	$(PY) benchmarks/bench_html.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -159,6 +159,33 @@ def raw_table(cols, meta) -> pa.Table:
 
 
 # --------------------------------------------------------------------------------------------
+# the interactive data map
+
+
+def fake_map_points(n: int, seed: int = 0):
+    """Random points of the interactive data map (the frame ``data_map_page`` takes)."""
+    import pandas as pd
+
+    from datamap.scores import assign_regions
+
+    rng = np.random.default_rng(seed)
+    conf = rng.uniform(0, 1, n)
+    frame = pd.DataFrame({
+        "id": np.arange(n) * 7 + 3,
+        "gold": rng.integers(0, 3, n),
+        "most_predicted": rng.integers(0, 3, n),
+        "confidence": conf,
+        "variability": rng.uniform(0, 0.4, n),
+        "correctness": rng.integers(0, 6, n) / 5,
+        "forgetfulness": rng.integers(0, 3, n),
+        "never_learned": rng.uniform(size=n) < 0.1,
+        "flipped": rng.uniform(size=n) < 0.2,
+    })
+    frame["region"] = assign_regions(frame)
+    return frame
+
+
+# --------------------------------------------------------------------------------------------
 # headless Chromium: Debian's package, driven by Playwright (no `playwright install`)
 
 #: Flags that let Debian's Chromium run headless as root, offline and without a GPU.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import re
 
 import numpy as np
 import pandas as pd
@@ -18,7 +17,7 @@ from PIL import Image
 
 from datamap.interactive import PAGE_NAME
 
-from .helpers import chromium, chromium_path
+from .helpers import chromium, chromium_path, fake_map_points
 
 # Screen position of data coordinates (variability, confidence) on the map.
 _SCREEN_XY = """([x, y]) => {
@@ -120,11 +119,13 @@ def test_hover_shows_the_example(page, points, digits_cartography, digits_prepar
         assert field in text
     src = tooltip.locator("img.dm-thumb").get_attribute("src")
     # the very thumbnail of that example's input
-    expected = re.search(r'src="([^"]+)"', input_previews(
-        digits_prepared, points["id"].to_numpy(), read_meta(digits_prepared))[target]).group(1)
-    assert src == expected
-    image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+    thumbs = input_previews(digits_prepared, points["id"].to_numpy(),
+                            read_meta(digits_prepared)).columns["thumb"]
+    assert src == "data:image/png;base64," + thumbs[target]
+    image = Image.open(io.BytesIO(base64.b64decode(thumbs[target])))
     assert image.size == (8, 8)
+    box = tooltip.locator("img.dm-thumb").bounding_box()
+    assert (box["width"], box["height"]) == (64, 64)  # the 8x8 image, scaled up
 
 
 def _box_around(values: np.ndarray, low: float, high: float) -> tuple[float, float]:
@@ -202,3 +203,29 @@ def test_colour_control_switches_the_colouring(page):
     assert coloured_pixels(page) < before
     page.get_by_role("button", name="region", exact=True).click()
     assert page.evaluate(glyph) == "region"
+
+
+def test_text_inputs_are_shown_as_text_never_as_markup(browser, tmp_path):
+    from datamap.interactive import data_map_page, text_previews
+
+    points = fake_map_points(3)
+    points[["variability", "confidence"]] = [[0.05, 0.9], [0.2, 0.5], [0.35, 0.1]]
+    evil = '<img src=x onerror="window.injected=1"></script><b>bold</b>'
+    preview = text_previews([evil, "premise", "x"], ["", "hypothesis & more", "y"], 300)
+    path = tmp_path / "text.html"
+    path.write_text(data_map_page(points, ["a", "b", "c"], preview, n_examples=3, title="t"),
+                    encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(path.as_uri())
+    page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && "
+                           "Bokeh.documents[0].is_idle", timeout=60_000)
+    for i, shown in ((0, evil), (1, "hypothesis & more")):
+        page.mouse.move(*(np.array(screen(page, *points.iloc[i][["variability",
+                                                                 "confidence"]])) + 20))
+        page.mouse.move(*screen(page, *points.iloc[i][["variability", "confidence"]]), steps=4)
+        tooltip = page.locator(".bk-tooltip-content").filter(has_text=f"id {points['id'][i]}")
+        tooltip.wait_for(state="visible", timeout=10_000)
+        assert shown in tooltip.inner_text()
+    assert page.evaluate("window.injected") is None
+    assert page.locator(".bk-tooltip-content b:text('bold')").count() == 0
+    page.close()

@@ -20,17 +20,18 @@ from datamap.data.prepare import read_meta
 from datamap.dynamics.table import DynamicsMeta, build_dynamics, per_example_values
 from datamap.interactive import (
     PAGE_NAME,
+    InputPreview,
     data_map_page,
     html_options,
     image_thumbnails,
     input_previews,
     most_predicted,
-    text_snippets,
+    text_previews,
     write_data_map_html,
 )
 from datamap.io import ConfigError, DataError
 
-from .helpers import make_table
+from .helpers import fake_map_points, make_table
 
 
 def page_item(page: str) -> dict:
@@ -74,47 +75,49 @@ def test_most_predicted_ties_go_to_the_lowest_class_and_epochs_are_cut():
     assert most_predicted(table, epochs=2).tolist() == [1, 3, 1]
 
 
+def decode_png(payload: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(payload)))
+
+
 def test_image_thumbnails_are_pngs_on_one_grey_scale():
     x = np.zeros((2, 1, 8, 8), dtype=np.float32)
     x[0, 0, 2:6, 3] = 1.0  # a bright stroke
     x[1, 0] = 0.5
-    tags = image_thumbnails(x, 64)
-    assert tags == image_thumbnails(x.copy(), 64)  # deterministic
-    images = []
-    for tag in tags:
-        src = re.search(r'src="data:image/png;base64,([^"]+)"', tag).group(1)
-        images.append(Image.open(io.BytesIO(base64.b64decode(src))))
-        assert 'width="64" height="64"' in tag  # small images are scaled up by the browser
-    assert images[0].size == (8, 8) and images[0].mode == "L"
-    assert np.asarray(images[0])[3, 3] == 255 and np.asarray(images[0])[0, 0] == 0
-    assert np.asarray(images[1]).max() == 128  # 0.5 on the shared 0..1 scale, not stretched
+    preview = image_thumbnails(x, 64)
+    assert preview == image_thumbnails(x.copy(), 64)  # deterministic
+    first, second = (decode_png(p) for p in preview.columns["thumb"])
+    assert first.size == (8, 8) and first.mode == "L"
+    assert np.asarray(first)[3, 3] == 255 and np.asarray(first)[0, 0] == 0
+    assert np.asarray(second).max() == 128  # 0.5 on the shared 0..1 scale, not stretched
+    # small images are scaled up by the browser
+    assert 'src="data:image/png;base64,@thumb" width="64" height="64"' in preview.template
 
 
 def test_large_colour_images_are_downscaled_to_the_thumbnail_size():
     x = np.random.default_rng(0).uniform(size=(1, 3, 100, 50)).astype(np.float32)
-    tag = image_thumbnails(x, 40)[0]
-    src = re.search(r'src="data:image/png;base64,([^"]+)"', tag).group(1)
-    image = Image.open(io.BytesIO(base64.b64decode(src)))
+    preview = image_thumbnails(x, 40)
+    image = decode_png(preview.columns["thumb"][0])
     assert image.size == (20, 40) and image.mode == "RGB"
-    assert 'width="20" height="40"' in tag
+    assert 'width="20" height="40"' in preview.template
 
 
-def test_text_is_escaped_and_truncated():
+def test_text_is_cut_and_left_to_the_tooltip_to_escape():
     evil = "</script><script>alert(1)</script>"
-    (one, pair) = text_snippets([evil, "a" * 50], ["second & last", "b"], limit=20)
-    assert "<script>" not in one and "&lt;/script&gt;" in one
-    assert "second &amp; last" in one and one.count('class="dm-text"') == 2
-    assert "a" * 19 + "\u2026" in pair and "a" * 20 not in pair
+    preview = text_previews([evil, "a" * 50], ["second & last", "b"], limit=20)
+    assert preview.columns["text"] == [evil[:19] + "\u2026", "a" * 19 + "\u2026"]
+    assert preview.columns["text_pair"] == ["second & last", "b"]
+    # plain @fields: Bokeh escapes their values ({safe} would not)
+    assert "@text<" in preview.template and "@text_pair<" in preview.template
+    assert "{safe}" not in preview.template
 
 
 def test_input_previews_of_images_text_and_tables(tmp_path, digits_prepared):
     meta = read_meta(digits_prepared)
     ids = pq.read_table(digits_prepared / "train.parquet", columns=["id"]).column("id")
     chosen = ids.to_numpy()[[5, 0, 3]]
-    previews = input_previews(digits_prepared, chosen, meta)
-    assert len(previews) == 3 and all("data:image/png;base64," in p for p in previews)
-    assert input_previews(digits_prepared, chosen[::-1], meta) == previews[::-1]  # by id
-    assert len(set(previews)) == 3
+    thumbs = input_previews(digits_prepared, chosen, meta).columns["thumb"]
+    assert [decode_png(t).size for t in thumbs] == [(8, 8)] * 3 and len(set(thumbs)) == 3
+    assert input_previews(digits_prepared, chosen[::-1], meta).columns["thumb"] == thumbs[::-1]
     with pytest.raises(DataError, match=r"train\.parquet: 1 scored id\(s\) are not in"):
         input_previews(digits_prepared, np.array([-7]), meta)
 
@@ -122,16 +125,17 @@ def test_input_previews_of_images_text_and_tables(tmp_path, digits_prepared):
     texts.mkdir()
     pq.write_table(pa.table({"id": [3, 1], "label": [0, 1], "text": ["a <b>", "c"],
                              "text_pair": ["d", "e"]}), texts / "train.parquet")
-    shown = input_previews(texts, np.array([1, 3]), {"input_kind": "text"})
-    assert [re.sub(r"<[^>]+>", "|", t) for t in shown] == ["|c||e|", "|a &lt;b&gt;||d|"]
+    shown = input_previews(texts, np.array([1, 3]), {"input_kind": "text"}).columns
+    assert shown == {"text": ["c", "a <b>"], "text_pair": ["e", "d"]}
 
     table = tmp_path / "tabular"
     table.mkdir()
     x = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(20, dtype=np.float32)), 10)
     pq.write_table(pa.table({"id": [0, 1], "label": [0, 1], "x": x}), table / "train.parquet")
-    (row,) = input_previews(table, np.array([1]), {"input_kind": "tabular",
-                                                   "input_shape": [10]})
-    assert "x0=10, x1=11" in row and "x7=17" in row and "(+2 more)" in row
+    preview = input_previews(table, np.array([1]), {"input_kind": "tabular",
+                                                    "input_shape": [10]})
+    (row,) = preview.columns["features"]
+    assert row.startswith("x0=10, x1=11") and "x7=17" in row and row.endswith("(+2 more)")
 
     bare = tmp_path / "bare"
     bare.mkdir()
@@ -140,32 +144,19 @@ def test_input_previews_of_images_text_and_tables(tmp_path, digits_prepared):
         input_previews(bare, np.array([0]), {})
 
 
-def fake_points(n: int, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    conf = rng.uniform(0, 1, n)
-    frame = pd.DataFrame({
-        "id": np.arange(n) * 7 + 3,
-        "gold": rng.integers(0, 3, n),
-        "most_predicted": rng.integers(0, 3, n),
-        "confidence": conf,
-        "variability": rng.uniform(0, 0.4, n),
-        "correctness": rng.integers(0, 6, n) / 5,
-        "forgetfulness": rng.integers(0, 3, n),
-        "never_learned": rng.uniform(size=n) < 0.1,
-        "input": [f"<i>{i}</i>" for i in range(n)],
-        "flipped": rng.uniform(size=n) < 0.2,
-    })
-    frame["region"] = S.assign_regions(frame)
-    return frame
+def text_preview(n: int) -> InputPreview:
+    return text_previews([f"text <{i}>" for i in range(n)], None, 100)
 
 
 def test_page_is_self_contained_and_byte_identical_for_the_same_points():
     from bokeh.plotting import figure
 
-    points = fake_points(50)
-    first = data_map_page(points, ["a", "b", "c"], n_examples=50, title="Map <x>")
+    points = fake_map_points(50)
+    first = data_map_page(points, ["a", "b", "c"], text_preview(50), n_examples=50,
+                          title="Map <x>")
     figure()  # models made in between move Bokeh's id counter; the page must not change
-    assert data_map_page(points, ["a", "b", "c"], n_examples=50, title="Map <x>") == first
+    assert first == data_map_page(points, ["a", "b", "c"], text_preview(50), n_examples=50,
+                                  title="Map <x>")
     assert first.startswith("<!DOCTYPE html>")
     # every script inline, no stylesheet or script fetched, a policy that forbids fetching
     assert not re.search(r"<script[^>]*\ssrc=", first)
@@ -177,8 +168,9 @@ def test_page_is_self_contained_and_byte_identical_for_the_same_points():
     assert list(columns["flipped"]).count("flipped") == int(points["flipped"].sum())
     assert list(columns["predicted"]) == [["a", "b", "c"][k] for k in points["most_predicted"]]
     # the colour control offers "label flipped" only when noise was injected
-    without = data_map_page(points.drop(columns="flipped"), ["a", "b", "c"], n_examples=50,
-                            title="t")
+    assert list(columns["text"]) == [f"text <{i}>" for i in range(50)]
+    without = data_map_page(points.drop(columns="flipped"), ["a", "b", "c"], text_preview(50),
+                            n_examples=50, title="t")
     assert "flipped" not in source_columns(without)
     (buttons,) = _models(page_item(without), "RadioButtonGroup", "colour_by")
     assert buttons["attributes"]["labels"] == ["correctness", "region"]
@@ -190,9 +182,10 @@ def test_page_is_self_contained_and_byte_identical_for_the_same_points():
     ([2**60 + 1, 2**60 + 3, 5], [str(2**60 + 1), str(2**60 + 3), "5"]),  # kept as text
 ])
 def test_ids_reach_the_page_exactly(ids, sent):
-    points = fake_points(3)
+    points = fake_map_points(3)
     points["id"] = ids
-    got = source_columns(data_map_page(points, ["a", "b", "c"], n_examples=3, title="t"))["id"]
+    page = data_map_page(points, ["a", "b", "c"], text_preview(3), n_examples=3, title="t")
+    got = source_columns(page)["id"]
     assert list(got) == sent
 
 
@@ -215,8 +208,8 @@ def test_stage_writes_the_page_with_every_example_under_the_size_budget(digits_c
     assert path.stat().st_size < 5_000_000  # the demo's budget
     columns = source_columns(page)
     train = pq.read_table(digits_prepared / "train.parquet").to_pandas()
-    assert len(columns["input"]) == len(train)
-    assert all(s.startswith('<img class="dm-thumb" src="data:image/png') for s in columns["input"])
+    assert len(columns["thumb"]) == len(train)
+    assert all(decode_png(t).size == (8, 8) for t in columns["thumb"][:20])
     flipped = (train["label"] != train["clean_label"]).to_numpy()
     assert list(columns["flipped"]) == np.where(flipped, "flipped", "kept").tolist()
 

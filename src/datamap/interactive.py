@@ -119,8 +119,18 @@ def most_predicted(dynamics: Any, epochs: int | None = None) -> pd.Series:
     return pd.Series(np.concatenate(modes), index=np.concatenate(ids), name="most_predicted")
 
 
-def png_data_uri(image: np.ndarray) -> str:
-    """A uint8 image [C, H, W] (C = 1, 3 or 4) as a ``data:image/png;base64,...`` URI."""
+@dataclass(frozen=True)
+class InputPreview:
+    """What the tooltip shows of each example's input: plain-text ``columns`` for the page's
+    data source (one value per example; Bokeh escapes them) and the tooltip ``template`` (HTML
+    with ``@column`` fields) that shows them."""
+
+    columns: dict[str, list[str]]
+    template: str
+
+
+def png_base64(image: np.ndarray) -> str:
+    """A uint8 image [C, H, W] (C = 1, 3 or 4) as base64 PNG bytes."""
     from PIL import Image
 
     channels = image.shape[0]
@@ -131,12 +141,13 @@ def png_data_uri(image: np.ndarray) -> str:
                               mode="RGB" if channels == 3 else "RGBA")
     buffer = io.BytesIO()
     pil.save(buffer, format="PNG")  # Pillow writes no time or software chunk
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def image_thumbnails(x: np.ndarray, size: int) -> list[str]:
-    """``<img>`` tags of the images ``x`` [N, C, H, W] (any float range), at most ``size``
-    pixels on the longer side, with one grey scale for all of them."""
+def image_thumbnails(x: np.ndarray, size: int) -> InputPreview:
+    """PNG thumbnails of the images ``x`` [N, C, H, W] (any float range) on one grey scale,
+    shown at most ``size`` pixels on the longer side (smaller images are stored at their own
+    size and scaled up, pixelated, by the browser)."""
     from PIL import Image
 
     if x.ndim != 4:
@@ -150,42 +161,40 @@ def image_thumbnails(x: np.ndarray, size: int) -> list[str]:
     h, w = x.shape[2:]
     scale = size / max(h, w)
     display = (max(1, round(w * scale)), max(1, round(h * scale)))
-    stored = display if scale < 1 else (w, h)  # small images stay native; the browser scales
-    tags = []
+    stored = display if scale < 1 else (w, h)
+    thumbs = []
     for image in pixels:
         if stored != (w, h):
-            resized = [np.asarray(Image.fromarray(c).resize(stored, Image.Resampling.BOX))
-                       for c in image]
-            image = np.stack(resized)
-        tags.append(f'<img class="dm-thumb" src="{png_data_uri(image)}" '
-                    f'width="{display[0]}" height="{display[1]}" alt="input" '
-                    f'style="{_THUMB_STYLE}">')
-    return tags
+            image = np.stack([np.asarray(Image.fromarray(c).resize(stored, Image.Resampling.BOX))
+                              for c in image])
+        thumbs.append(png_base64(image))
+    template = (f'<img class="dm-thumb" src="data:image/png;base64,@thumb" width="{display[0]}" '
+                f'height="{display[1]}" alt="input" style="{_THUMB_STYLE}">')
+    return InputPreview({"thumb": thumbs}, template)
 
 
 def _truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(limit - 1, 0)] + "\u2026"
 
 
-def _text_block(text: str, extra_style: str = "") -> str:
-    """Escaped ``text`` in a div styled inline (tooltips live in a shadow DOM)."""
-    return f'<div class="dm-text" style="{_TEXT_STYLE}{extra_style}">{html.escape(text)}</div>'
+def _text_field(column: str, extra_style: str = "") -> str:
+    # styled inline: Bokeh draws tooltips in a shadow DOM the page's stylesheet cannot reach
+    return f'<div class="dm-text" style="{_TEXT_STYLE}{extra_style}">@{column}</div>'
 
 
-def text_snippets(texts: Sequence[Any], pairs: Sequence[Any] | None, limit: int) -> list[str]:
-    """The texts (and second texts of pairs), truncated to ``limit`` characters and
-    HTML-escaped."""
-    out = []
-    for i, text in enumerate(texts):
-        part = _text_block(_truncate(str(text), limit))
-        if pairs is not None:
-            part += _text_block(_truncate(str(pairs[i]), limit), _PAIR_STYLE)
-        out.append(part)
-    return out
+def text_previews(texts: Sequence[Any], pairs: Sequence[Any] | None,
+                  limit: int) -> InputPreview:
+    """The texts (and second texts of pairs), cut to ``limit`` characters."""
+    columns = {"text": [_truncate(str(t), limit) for t in texts]}
+    template = _text_field("text")
+    if pairs is not None:
+        columns["text_pair"] = [_truncate(str(t), limit) for t in pairs]
+        template += _text_field("text_pair", _PAIR_STYLE)
+    return InputPreview(columns, template)
 
 
-def feature_snippets(x: np.ndarray, names: Sequence[str] | None = None,
-                     shown: int = TABULAR_FEATURES) -> list[str]:
+def feature_previews(x: np.ndarray, names: Sequence[str] | None = None,
+                     shown: int = TABULAR_FEATURES) -> InputPreview:
     """The first ``shown`` feature values of each row of ``x`` [N, F] as ``name=value``."""
     flat = x.reshape(len(x), -1)
     width = flat.shape[1]
@@ -193,15 +202,16 @@ def feature_snippets(x: np.ndarray, names: Sequence[str] | None = None,
         names = [f"x{j}" for j in range(width)]
     head = [str(n) for n in names[:shown]]
     rest = f" \u2026 (+{width - shown} more)" if width > shown else ""
-    return [_text_block(", ".join(f"{n}={v:.4g}" for n, v in zip(head, row, strict=False)) + rest)
-            for row in flat[:, :shown]]
+    values = [", ".join(f"{n}={v:.4g}" for n, v in zip(head, row, strict=False)) + rest
+              for row in flat[:, :shown]]
+    return InputPreview({"features": values}, _text_field("features"))
 
 
 def input_previews(prepared_dir: str | os.PathLike, ids: np.ndarray, meta: Mapping[str, Any],
                    *, thumbnail_px: int = THUMBNAIL_PX, text_chars: int = TEXT_CHARS,
-                   split: str = "train") -> list[str]:
-    """HTML previews of the inputs of the examples ``ids`` of a prepared split, in that order:
-    the text (``text`` [+ ``text_pair``] columns), a PNG thumbnail (``x`` with ``input_kind``
+                   split: str = "train") -> InputPreview:
+    """Previews of the inputs of the examples ``ids`` of a prepared split, in that order: the
+    text (``text`` [+ ``text_pair``] columns), a PNG thumbnail (``x`` with ``input_kind``
     "image" and ``input_shape`` [C, H, W] in meta.json), or a few feature values (``x``)."""
     path = Path(prepared_dir) / f"{split}.parquet"
     if not path.is_file():
@@ -224,7 +234,7 @@ def input_previews(prepared_dir: str | os.PathLike, ids: np.ndarray, meta: Mappi
         texts = table.column("text").take(rows).to_pylist()
         pairs = table.column("text_pair").take(rows).to_pylist() if "text_pair" in wanted \
             else None
-        return text_snippets(texts, pairs, text_chars)
+        return text_previews(texts, pairs, text_chars)
     x_col = table.column("x").combine_chunks().take(rows)
     x = x_col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     shape = [int(d) for d in meta.get("input_shape", [])]
@@ -233,7 +243,7 @@ def input_previews(prepared_dir: str | os.PathLike, ids: np.ndarray, meta: Mappi
             raise DataError(f"{path}: column 'x' does not hold images of input_shape {shape} "
                             "(meta.json); rerun the prepare stage")
         return image_thumbnails(x.reshape(len(rows), *shape), thumbnail_px)
-    return feature_snippets(x.reshape(len(rows), -1), meta.get("feature_names"))
+    return feature_previews(x.reshape(len(rows), -1), meta.get("feature_names"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -406,14 +416,15 @@ def _script_safe_json(obj: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def data_map_page(points: pd.DataFrame, class_names: Sequence[str], *, n_examples: int,
-                  title: str, seed: int = 0, max_points: int | None = None) -> str:
+def data_map_page(points: pd.DataFrame, class_names: Sequence[str], preview: InputPreview, *,
+                  n_examples: int, title: str, seed: int = 0,
+                  max_points: int | None = None) -> str:
     """The HTML page of the data map of ``points``.
 
     ``points`` has one row per shown example (ascending id): ``id``, ``gold``,
     ``most_predicted`` (class indices into ``class_names``), ``confidence``, ``variability``,
-    ``correctness``, ``forgetfulness``, ``never_learned``, ``region``, ``input`` (an HTML
-    snippet, already escaped) and, when label noise was injected, ``flipped`` (bool).
+    ``correctness``, ``forgetfulness``, ``never_learned``, ``region`` and, when label noise
+    was injected, ``flipped`` (bool); ``preview`` shows their inputs (:func:`input_previews`).
     ``n_examples`` is the number of scored examples (more than ``len(points)`` when the page
     shows a subsample of ``max_points`` drawn with ``seed``).
     """
@@ -470,8 +481,12 @@ def data_map_page(points: pd.DataFrame, class_names: Sequence[str], *, n_example
         "given": names[points["gold"].to_numpy()],
         "predicted": names[points["most_predicted"].to_numpy()],
         "region": np.asarray(points["region"], dtype=object),
-        "input": points["input"].to_numpy(dtype=object),
     }
+    for name, values in preview.columns.items():
+        if len(values) != n:
+            raise ValueError(f"input preview column {name!r} has {len(values)} values for {n} "
+                             "points")
+        data[name] = np.asarray(values, dtype=object)
     if has_noise:
         data["flipped"] = np.where(points["flipped"].to_numpy(), "flipped", "kept").astype(object)
     source = ColumnDataSource(data, name="points")
@@ -505,14 +520,15 @@ def data_map_page(points: pd.DataFrame, class_names: Sequence[str], *, n_example
     box = BoxSelectTool(renderers=[points_renderer], name="box_select")
     lasso = LassoSelectTool(renderers=[points_renderer], name="lasso_select")
     # the nearest few points only: a dense corner would otherwise list hundreds
-    hover = HoverTool(renderers=[points_renderer], name="hover", limit=3, tooltips="""
-<div class="dm-tip">
-  <div>@input{safe}</div>
-  <div><b>id @id</b> &middot; @region</div>
-  <div>given <b>@given</b> &middot; most predicted <b>@predicted</b></div>
-  <div>confidence @confidence{0.000} &middot; variability @variability{0.000}</div>
-  <div>correctness @correctness{0.00} &middot; forgetfulness @forgetfulness</div>
-</div>""" + ("<div>label @flipped</div>" if has_noise else ""))
+    tooltip = (
+        f'<div class="dm-tip"><div>{preview.template}</div>'
+        "<div><b>id @id</b> &middot; @region</div>"
+        "<div>given <b>@given</b> &middot; most predicted <b>@predicted</b></div>"
+        "<div>confidence @confidence{0.000} &middot; variability @variability{0.000}</div>"
+        "<div>correctness @correctness{0.00} &middot; forgetfulness @forgetfulness</div>"
+        + ("<div>label @flipped</div>" if has_noise else "") + "</div>"
+    )
+    hover = HoverTool(renderers=[points_renderer], name="hover", limit=3, tooltips=tooltip)
     main.add_tools(box, lasso, hover)
     main.toolbar.active_drag = box
 
@@ -669,16 +685,16 @@ def write_data_map_html(
         forgetfulness=by_id["forgetfulness"].reindex(ids).to_numpy(),
         never_learned=by_id["never_learned"].reindex(ids).to_numpy(),
         most_predicted=predicted.to_numpy().astype(np.int64),
-        input=input_previews(prepared_dir, ids, meta, thumbnail_px=thumbnail_px,
-                             text_chars=text_chars),
     )
+    preview = input_previews(prepared_dir, ids, meta, thumbnail_px=thumbnail_px,
+                             text_chars=text_chars)
     train_columns = pq.read_schema(Path(prepared_dir) / "train.parquet").names
     if "clean_label" in train_columns:
         table = pq.read_table(Path(prepared_dir) / "train.parquet",
                               columns=["id", "label", "clean_label"]).to_pandas()
         table = table.set_index("id").reindex(ids)
         points["flipped"] = (table["label"] != table["clean_label"]).to_numpy()
-    page = data_map_page(points, meta["class_names"], n_examples=len(scores), title=title,
+    page = data_map_page(points, meta["class_names"], preview, n_examples=len(scores), title=title,
                          seed=seed, max_points=max_points)
     write_text(path, page)
     return PageInfo(path=str(path), n_examples=len(scores), n_shown=len(points),
