@@ -286,6 +286,72 @@ def _histogram(values: np.ndarray, edges: np.ndarray) -> dict[str, np.ndarray]:
     return {"lo": edges[:-1], "hi": edges[1:], "count": counts.astype(np.float64)}
 
 
+def _point_columns(points: pd.DataFrame, names: Sequence[str],
+                   preview: InputPreview) -> dict[str, Any]:
+    """The page's data source: one column per field the map, tooltip and table show."""
+    n = len(points)
+    labels = np.asarray(names, dtype=object)
+    ids = points["id"].to_numpy(dtype=np.int64)
+    largest = int(np.abs(ids).max())
+    # JavaScript numbers hold integers exactly up to 2**53 (Bokeh sends int64 as int32 when
+    # they fit, else as lossy floats): beyond that the page keeps ids as text
+    page_ids = ids if largest < 2**31 else ids.astype(np.float64) if largest < _JS_SAFE_INT \
+        else ids.astype(str).astype(object)
+    correctness = points["correctness"].to_numpy(dtype=np.float64)
+    data: dict[str, Any] = {
+        "id": page_ids,
+        # float32 is exact enough to place and read a point and halves these columns
+        "variability": points["variability"].to_numpy(dtype=np.float32),
+        "confidence": points["confidence"].to_numpy(dtype=np.float32),
+        "correctness": correctness.astype(np.float32),
+        "correctness_bin": np.char.mod("%.1f", np.round(correctness * 10) / 10).astype(object),
+        "forgetfulness": np.where(points["never_learned"].to_numpy(), "never learned",
+                                  points["forgetfulness"].astype(str).to_numpy()).astype(object),
+        "given": labels[points["gold"].to_numpy()],
+        "predicted": labels[points["most_predicted"].to_numpy()],
+        "region": np.asarray(points["region"], dtype=object),
+    }
+    for name, values in preview.columns.items():
+        if len(values) != n:
+            raise ValueError(f"input preview column {name!r} has {len(values)} values for {n} "
+                             "points")
+        data[name] = np.asarray(values, dtype=object)
+    if "flipped" in points.columns:
+        data["flipped"] = np.where(points["flipped"].to_numpy(), "flipped", "kept").astype(object)
+    return data
+
+
+def _marginal_histograms(x_values: np.ndarray, y_values: np.ndarray, x_range: Any,
+                         y_range: Any, width: int, height: int) -> tuple[Any, Any, Any, Any]:
+    """The variability histogram above the map and the confidence histogram beside it, each
+    with a ``selected`` overlay; returns (top figure, side figure, their two sources)."""
+    from bokeh.models import ColumnDataSource
+    from bokeh.plotting import figure
+
+    x_edges = np.linspace(0.0, x_range.end, HISTOGRAM_BINS + 1)
+    y_edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
+    x_hist = ColumnDataSource({**_histogram(x_values, x_edges),
+                               "selected": np.zeros(HISTOGRAM_BINS)}, name="variability_hist")
+    y_hist = ColumnDataSource({**_histogram(y_values, y_edges),
+                               "selected": np.zeros(HISTOGRAM_BINS)}, name="confidence_hist")
+    top = figure(width=width, height=130, x_range=x_range, toolbar_location=None,
+                 y_axis_label="examples", name="variability_histogram")
+    top.quad(left="lo", right="hi", bottom=0, top="count", source=x_hist, color="teal",
+             alpha=0.55)
+    top.quad(left="lo", right="hi", bottom=0, top="selected", source=x_hist,
+             fill_color=_SELECTED_COLOUR, line_color=None)
+    top.xaxis.visible = False
+    side = figure(width=150, height=height, y_range=y_range, toolbar_location=None,
+                  x_axis_label="examples", name="confidence_histogram")
+    side.quad(bottom="lo", top="hi", left=0, right="count", source=y_hist, color="#622a87",
+              alpha=0.55)
+    side.quad(bottom="lo", top="hi", left=0, right="selected", source=y_hist,
+              fill_color=_SELECTED_COLOUR, line_color=None)
+    side.yaxis.visible = False
+    top.y_range.start = side.x_range.start = 0
+    return top, side, x_hist, y_hist
+
+
 _FILTER_JS = """
 const data = source.data;
 const n = data.id.length;
@@ -461,36 +527,11 @@ def data_map_page(points: pd.DataFrame, class_names: Sequence[str], preview: Inp
     n = len(points)
     if n == 0:
         raise DataError("scores: no examples to show on the data map")
-    names = np.asarray([str(c) for c in class_names], dtype=object)
-    ids = points["id"].to_numpy(dtype=np.int64)
-    largest = int(np.abs(ids).max())
-    # JavaScript numbers hold integers exactly up to 2**53 (Bokeh sends int64 as int32 when
-    # they fit, else as lossy floats): beyond that the page keeps ids as text
-    page_ids = ids if largest < 2**31 else ids.astype(np.float64) if largest < _JS_SAFE_INT \
-        else ids.astype(str).astype(object)
-    correctness = points["correctness"].to_numpy(dtype=np.float64)
-    has_noise = "flipped" in points.columns
-    data: dict[str, Any] = {
-        "id": page_ids,
-        "variability": points["variability"].to_numpy(dtype=np.float64),
-        "confidence": points["confidence"].to_numpy(dtype=np.float64),
-        "correctness": correctness,
-        "correctness_bin": np.char.mod("%.1f", np.round(correctness * 10) / 10).astype(object),
-        "forgetfulness": np.where(points["never_learned"].to_numpy(), "never learned",
-                                  points["forgetfulness"].astype(str).to_numpy()).astype(object),
-        "given": names[points["gold"].to_numpy()],
-        "predicted": names[points["most_predicted"].to_numpy()],
-        "region": np.asarray(points["region"], dtype=object),
-    }
-    for name, values in preview.columns.items():
-        if len(values) != n:
-            raise ValueError(f"input preview column {name!r} has {len(values)} values for {n} "
-                             "points")
-        data[name] = np.asarray(values, dtype=object)
-    if has_noise:
-        data["flipped"] = np.where(points["flipped"].to_numpy(), "flipped", "kept").astype(object)
+    names = [str(c) for c in class_names]
+    data = _point_columns(points, names, preview)
+    has_noise = "flipped" in data
     source = ColumnDataSource(data, name="points")
-    view = CDSView(filter=BooleanFilter(booleans=[True] * n))
+    view = CDSView(filter=BooleanFilter())  # no booleans: every point; the filters set them
 
     bins = [f"{b / 10:.1f}" for b in range(11)]
     colourings = [("correctness_bin", CategoricalColorMapper(
@@ -543,27 +584,8 @@ def data_map_page(points: pd.DataFrame, class_names: Sequence[str], preview: Inp
         main.add_layout(legend)
         legends.append(legend)
 
-    x_edges = np.linspace(0.0, x_end, HISTOGRAM_BINS + 1)
-    y_edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
-    x_hist = ColumnDataSource({**_histogram(data["variability"], x_edges),
-                               "selected": np.zeros(HISTOGRAM_BINS)}, name="variability_hist")
-    y_hist = ColumnDataSource({**_histogram(data["confidence"], y_edges),
-                               "selected": np.zeros(HISTOGRAM_BINS)}, name="confidence_hist")
-    top = figure(width=720, height=130, x_range=x_range, toolbar_location=None,
-                 y_axis_label="examples", name="variability_histogram")
-    top.quad(left="lo", right="hi", bottom=0, top="count", source=x_hist, color="teal",
-             alpha=0.55)
-    top.quad(left="lo", right="hi", bottom=0, top="selected", source=x_hist,
-             fill_color=_SELECTED_COLOUR, line_color=None)
-    top.xaxis.visible = False
-    side = figure(width=150, height=560, y_range=y_range, toolbar_location=None,
-                  x_axis_label="examples", name="confidence_histogram")
-    side.quad(bottom="lo", top="hi", left=0, right="count", source=y_hist, color="#622a87",
-              alpha=0.55)
-    side.quad(bottom="lo", top="hi", left=0, right="selected", source=y_hist,
-              fill_color=_SELECTED_COLOUR, line_color=None)
-    side.yaxis.visible = False
-    top.y_range.start = side.x_range.start = 0
+    top, side, x_hist, y_hist = _marginal_histograms(
+        data["variability"], data["confidence"], x_range, y_range, main.width, main.height)
     main.toolbar.logo = None
     grid = gridplot([[top, None], [main, side]], merge_tools=False, toolbar_location=None)
 
@@ -585,7 +607,7 @@ def data_map_page(points: pd.DataFrame, class_names: Sequence[str], preview: Inp
     colour_choice.js_on_change("active", CustomJS(
         args={"colourings": colourings, "glyphs": [points_renderer.glyph],
               "legends": legends}, code=_COLOUR_JS))
-    class_filter = MultiChoice(title="Given label (none chosen: all)", options=list(names),
+    class_filter = MultiChoice(title="Given label (none chosen: all)", options=names,
                                value=[], name="class_filter", width=240)
     region_filter = CheckboxButtonGroup(labels=list(REGIONS), active=list(range(len(REGIONS))),
                                         name="region_filter", orientation="vertical", width=240)
