@@ -321,35 +321,29 @@ def _point_columns(points: pd.DataFrame, names: Sequence[str],
     return data
 
 
-def _marginal_histograms(x_values: np.ndarray, y_values: np.ndarray, x_range: Any,
-                         y_range: Any, width: int, height: int) -> tuple[Any, Any, Any, Any]:
-    """The variability histogram above the map and the confidence histogram beside it, each
-    with a ``selected`` overlay; returns (top figure, side figure, their two sources)."""
+def _marginal_histogram(values: np.ndarray, edges: np.ndarray, shared_range: Any, *,
+                        above: bool, length: int, colour: str, name: str) -> tuple[Any, Any]:
+    """A histogram of ``values`` sharing the map's x range (``above`` it: bars grow up) or y
+    range (beside it: bars grow right), with a ``selected`` overlay the page's callbacks fill.
+    Returns (figure, data source)."""
     from bokeh.models import ColumnDataSource
     from bokeh.plotting import figure
 
-    x_edges = np.linspace(0.0, x_range.end, HISTOGRAM_BINS + 1)
-    y_edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
-    x_hist = ColumnDataSource({**_histogram(x_values, x_edges),
-                               "selected": np.zeros(HISTOGRAM_BINS)}, name="variability_hist")
-    y_hist = ColumnDataSource({**_histogram(y_values, y_edges),
-                               "selected": np.zeros(HISTOGRAM_BINS)}, name="confidence_hist")
-    top = figure(width=width, height=130, x_range=x_range, toolbar_location=None,
-                 y_axis_label="examples", name="variability_histogram")
-    top.quad(left="lo", right="hi", bottom=0, top="count", source=x_hist, color="teal",
-             alpha=0.55)
-    top.quad(left="lo", right="hi", bottom=0, top="selected", source=x_hist,
-             fill_color=_SELECTED_COLOUR, line_color=None)
-    top.xaxis.visible = False
-    side = figure(width=150, height=height, y_range=y_range, toolbar_location=None,
-                  x_axis_label="examples", name="confidence_histogram")
-    side.quad(bottom="lo", top="hi", left=0, right="count", source=y_hist, color="#622a87",
-              alpha=0.55)
-    side.quad(bottom="lo", top="hi", left=0, right="selected", source=y_hist,
-              fill_color=_SELECTED_COLOUR, line_color=None)
-    side.yaxis.visible = False
-    top.y_range.start = side.x_range.start = 0
-    return top, side, x_hist, y_hist
+    source = ColumnDataSource({**_histogram(values, edges),
+                               "selected": np.zeros(len(edges) - 1)}, name=f"{name}_hist")
+    if above:
+        fig = figure(width=length, height=130, x_range=shared_range, y_axis_label="examples")
+        bars, grow = {"left": "lo", "right": "hi", "bottom": 0}, "top"
+    else:
+        fig = figure(width=150, height=length, y_range=shared_range, x_axis_label="examples")
+        bars, grow = {"bottom": "lo", "top": "hi", "left": 0}, "right"
+    fig.name, fig.toolbar_location = f"{name}_histogram", None
+    fig.quad(**bars, **{grow: "count"}, source=source, color=colour, alpha=0.55)
+    fig.quad(**bars, **{grow: "selected"}, source=source, fill_color=_SELECTED_COLOUR,
+             line_color=None)
+    (fig.xaxis if above else fig.yaxis).visible = False  # the map's axis serves both
+    (fig.y_range if above else fig.x_range).start = 0
+    return fig, source
 
 
 _FILTER_JS = """
@@ -584,8 +578,12 @@ def data_map_page(points: pd.DataFrame, class_names: Sequence[str], preview: Inp
         main.add_layout(legend)
         legends.append(legend)
 
-    top, side, x_hist, y_hist = _marginal_histograms(
-        data["variability"], data["confidence"], x_range, y_range, main.width, main.height)
+    top, x_hist = _marginal_histogram(
+        data["variability"], np.linspace(0.0, x_end, HISTOGRAM_BINS + 1), x_range, above=True,
+        length=main.width, colour="teal", name="variability")
+    side, y_hist = _marginal_histogram(
+        data["confidence"], np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1), y_range, above=False,
+        length=main.height, colour="#622a87", name="confidence")
     main.toolbar.logo = None
     grid = gridplot([[top, None], [main, side]], merge_tools=False, toolbar_location=None)
 
