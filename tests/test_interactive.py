@@ -31,7 +31,7 @@ from datamap.interactive import (
 )
 from datamap.io import ConfigError, DataError
 
-from .helpers import fake_map_points, make_table
+from .helpers import assert_one_line_error, fake_map_points, make_table, run_stage
 
 
 def page_item(page: str) -> dict:
@@ -259,6 +259,12 @@ def test_html_options_are_checked():
         html_options({"thumb": 3})
     with pytest.raises(ConfigError, match=r"cartography\.html\.text_chars must be a positive"):
         html_options({"text_chars": 0})
+
+
+def test_a_bad_page_option_stops_the_stage_before_it_writes_anything(tmp_path):
+    result = run_stage("cartography", "+cartography.html.thumb=3", cwd=tmp_path)
+    assert_one_line_error(result, "cartography.html.thumb is not an option")
+    assert not (tmp_path / "data").exists()
 
 
 def test_missing_dynamics_rows_are_refused(tmp_path, digits_prepared):
