@@ -7,7 +7,7 @@ export DVC_NO_ANALYTICS := 1
 # dvc.yaml runs `python -m stages.X`: that must be this environment's python.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run test test-fast lint params bench clean
+.PHONY: setup browser run test test-fast lint params bench clean
 
 setup: $(VENV)/.installed
 
@@ -19,13 +19,20 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The browser test of data_map.html drives Debian's Chromium through Playwright (Playwright's
+# own browser download is not used). Installs it when missing; needs root (or `sudo make browser`).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 run: setup
 	$(VENV)/bin/dvc repro
 
-test: setup
+test: setup browser
 	$(VENV)/bin/pytest
 
-test-fast: setup
+test-fast: setup browser
 	$(VENV)/bin/pytest -m "not slow"
 
 lint: setup
@@ -37,6 +44,7 @@ params: setup
 bench: setup
 	$(PY) benchmarks/bench_scores.py
 	$(PY) benchmarks/bench_recording.py
+	$(PY) benchmarks/bench_html.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -44,3 +44,27 @@ def digits_prepared(tmp_path_factory) -> Path:
             test=cfg.data.split.test, label_noise=cfg.data.label_noise,
             control=instantiate(cfg.data.control), seed=cfg.seed)
     return out
+
+
+@pytest.fixture(scope="session")
+def digits_cartography(tmp_path_factory, digits_prepared) -> Path:
+    """The cartography stage's outputs (data_map.html among them) on the prepared digits, from
+    random-logit dynamics recorded on its training split (no training)."""
+    import pyarrow.parquet as pq
+
+    from datamap.cartography import run_cartography
+    from datamap.dynamics.schema import DynamicsMeta, build_dynamics
+    from datamap.dynamics.storage import write_dynamics
+
+    from .helpers import make_columns
+
+    train = pq.read_table(digits_prepared / "train.parquet", columns=["id", "label"])
+    cols, _, _ = make_columns(n=train.num_rows, epochs=5, k=10, seed=3,
+                              ids=train.column("id").to_numpy(),
+                              gold=train.column("label").to_numpy())
+    work = tmp_path_factory.mktemp("cartography")
+    write_dynamics(work / "dynamics.parquet", build_dynamics(cols, DynamicsMeta(num_classes=10)))
+    cfg = compose_cfg()
+    run_cartography(work / "dynamics.parquet", digits_prepared, work / "out", cfg.cartography,
+                    seed=cfg.seed)
+    return work / "out"

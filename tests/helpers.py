@@ -5,12 +5,14 @@ Test modules import from here, never from each other.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -117,13 +119,15 @@ def compose_params(repo: Path, *overrides: str) -> None:
 
 
 def make_columns(n: int = 6, epochs: int = 3, records: int = 1, k: int = 3, seed: int = 0,
-                 ids: np.ndarray | None = None):
-    """Random logits -> (columns in (epoch, record, id) order, logits [rows, k], ids)."""
+                 ids: np.ndarray | None = None, gold: np.ndarray | None = None):
+    """Random logits -> (columns in (epoch, record, id) order, logits [rows, k], ids).
+
+    ``gold`` (default random) gives the examples' labels, e.g. a prepared split's."""
     from datamap.dynamics.values import per_example_values
 
     rng = np.random.default_rng(seed)
     ids = np.arange(10, 10 + 3 * n, 3, dtype=np.int64) if ids is None else ids
-    gold = rng.integers(0, k, n)
+    gold = rng.integers(0, k, n) if gold is None else np.asarray(gold)
     slots = epochs * records
     logits = rng.normal(0, 2, size=(slots * n, k)).astype(np.float32)
     gold_rows = np.tile(gold, slots)
@@ -154,3 +158,63 @@ def raw_table(cols, meta) -> pa.Table:
 
     arrays = [pa.array(np.asarray(cols[c]), type=t) for c, t in SCHEMA.items()]
     return with_metadata(pa.Table.from_arrays(arrays, names=list(SCHEMA)), asdict(meta))
+
+
+# --------------------------------------------------------------------------------------------
+# the interactive data map
+
+
+def fake_map_points(n: int, seed: int = 0):
+    """Random points of the interactive data map (the frame ``data_map_page`` takes)."""
+    import pandas as pd
+
+    from datamap.scores import assign_regions
+
+    rng = np.random.default_rng(seed)
+    conf = rng.uniform(0, 1, n)
+    frame = pd.DataFrame({
+        "id": np.arange(n) * 7 + 3,
+        "gold": rng.integers(0, 3, n),
+        "most_predicted": rng.integers(0, 3, n),
+        "confidence": conf,
+        "variability": rng.uniform(0, 0.4, n),
+        "correctness": rng.integers(0, 6, n) / 5,
+        "forgetfulness": rng.integers(0, 3, n),
+        "never_learned": rng.uniform(size=n) < 0.1,
+        "flipped": rng.uniform(size=n) < 0.2,
+    })
+    frame["region"] = assign_regions(frame)
+    return frame
+
+
+# --------------------------------------------------------------------------------------------
+# headless Chromium: Debian's package, driven by Playwright (no `playwright install`)
+
+#: Flags that let Debian's Chromium run headless as root, offline and without a GPU.
+CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync")
+
+
+def chromium_path() -> str | None:
+    """The Chromium executable: ``$DATAMAP_CHROMIUM``, else ``chromium`` on PATH (None when
+    there is none; `make browser` installs Debian's)."""
+    return os.environ.get("DATAMAP_CHROMIUM") or shutil.which("chromium")
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator:
+    """A headless Playwright ``Browser`` on :func:`chromium_path` (each launch gets a fresh
+    temporary profile)."""
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    if executable is None:
+        raise RuntimeError("no Chromium found: run `make browser` (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True,
+                                             args=list(CHROMIUM_ARGS))
+        try:
+            yield browser
+        finally:
+            browser.close()

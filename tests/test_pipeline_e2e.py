@@ -59,6 +59,7 @@ def test_outputs_exist_and_make_sense(repo):
     train = pd.read_parquet(data / "prepared" / "train.parquet")
     assert len(scores) == len(train) and scores["id"].is_unique
     assert (data / "cartography" / "data_map.png").read_bytes()[:4] == b"\x89PNG"
+    assert (data / "cartography" / "data_map.html").read_text().startswith("<!DOCTYPE html>")
     assert (data / "cartography" / "review" / "hard_to_learn.csv").is_file()
     summary = json.loads((data / "cartography" / "summary.json").read_text())
     assert sum(summary["regions"].values()) == len(train)
@@ -120,7 +121,8 @@ def test_changing_one_fraction_reruns_only_that_spec(repo):
 def test_forced_rerun_is_byte_identical(repo):
     data = repo / "data"
     watched = [data / "cartography" / "scores.parquet", data / "train" / "dynamics.parquet",
-               data / "subsets" / "hard_33" / "ids.parquet", data / "train" / "model.ckpt"]
+               data / "subsets" / "hard_33" / "ids.parquet", data / "train" / "model.ckpt",
+               data / "cartography" / "data_map.html"]
     before = {p: digest(p) for p in watched}
     result = sh("dvc", "repro", "-f", "select@hard_33", cwd=repo)
     assert {"prepare", "train", "cartography", "select@hard_33"} <= stages_run(result.stdout)

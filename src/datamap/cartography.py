@@ -80,12 +80,14 @@ def run_cartography(
     cfg: Mapping[str, Any],
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Compute scores and write scores.parquet, data_map.png, map_points.csv, summary.json and
-    review/ into ``out_dir``; return the summary."""
+    """Compute scores and write scores.parquet, data_map.png, data_map.html, map_points.csv,
+    summary.json and review/ into ``out_dir``; return the summary."""
+    from datamap.interactive import PAGE_NAME, html_options, write_data_map_html
     from datamap.plots import plot_data_map, plot_points_frame, plot_review_grid
     from datamap.scores import REGIONS, compute_scores, noise_detection, scores_table
 
     out_dir = Path(out_dir)
+    page_options = html_options(cfg.get("html"))
     meta = read_meta(prepared_dir)
     train = read_split(prepared_dir, "train", meta)
 
@@ -134,6 +136,9 @@ def run_cartography(
         if meta.get("input_kind") == "image" and len(queue):
             images = dict(zip(train.ids.tolist(), train.x, strict=True))
             plot_review_grid(queue, images, tmp / "hard_to_learn.png")
+    write_data_map_html(scores, dynamics_path, prepared_dir, out_dir / PAGE_NAME, meta=meta,
+                        epochs=epochs, seed=seed, max_points=int(cfg.get("max_points", 50_000)),
+                        title=title, **page_options)
     write_json(out_dir / "summary.json", summary)
     log.info("cartography: %s", summary["regions"])
     if "noise" in summary:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 POINT_COLUMNS = ("id", "confidence", "variability", "correctness", "region")
 _NEEDED = ("id", "confidence", "variability", "correctness")
 # The paper's colours: low correctness blue, high red, through a dark centre.
-_PALETTE = ("#3f6fb5", "#2b2b2b", "#c8453b")
+CORRECTNESS_PALETTE = ("#3f6fb5", "#2b2b2b", "#c8453b")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
@@ -124,7 +124,7 @@ def plot_data_map(
 
     bins = _correctness_bins(points["correctness"].to_numpy())
     present = np.unique(bins)
-    cmap = LinearSegmentedColormap.from_list("datamap", _PALETTE)
+    cmap = LinearSegmentedColormap.from_list("datamap", CORRECTNESS_PALETTE)
     use_markers = len(present) <= len(_MARKERS)
     x = points["variability"].to_numpy()
     y = points["confidence"].to_numpy()
