@@ -19,13 +19,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The optional loggers (TensorBoard, W&B, DVCLive, MLflow client): the tests prove each of them.
+$(VENV)/.loggers: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[dev,loggers]'
+	touch $@
+
 run: setup
 	$(VENV)/bin/dvc repro
 
-test: setup
+test: setup $(VENV)/.loggers
 	$(VENV)/bin/pytest
 
-test-fast: setup
+test-fast: setup $(VENV)/.loggers
 	$(VENV)/bin/pytest -m "not slow"
 
 lint: setup
