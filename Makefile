@@ -42,6 +42,7 @@ params: setup
 bench: setup
 	$(PY) benchmarks/bench_scores.py
 	$(PY) benchmarks/bench_recording.py
+	$(PY) benchmarks/bench_media.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

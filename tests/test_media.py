@@ -177,3 +177,32 @@ def test_progress_is_a_bar_at_a_terminal_and_lines_elsewhere(monkeypatch):
     assert isinstance(progress_bar("lines"), EpochLines)
     with pytest.raises(ConfigError, match="rich_progress_bar.mode"):
         progress_bar("fancy")
+
+
+def test_gathered_predictions_keep_each_id_once():
+    """Under DDP every rank holds its share (DistributedSampler pads with a repeat); rank 0 sees
+    each validation example once, in id order."""
+    from datamap.callbacks.media import ValidationMedia
+
+    rank1 = [torch.tensor([3]), torch.tensor([1, 3, 0]), torch.tensor([11, 13, 10]),
+             torch.tensor([1, 3, 0]), torch.tensor([0.5, 0.6, 0.7])]
+
+    class TwoRanks:
+        calls = 0
+
+        def all_gather(self, tensor):
+            other = rank1[TwoRanks.calls]
+            TwoRanks.calls += 1
+            padded = tensor.new_zeros(tensor.shape)
+            padded[: len(other)] = other
+            return torch.stack([tensor, padded])
+
+    callback = ValidationMedia()
+    callback._parts = [(torch.tensor([0, 2, 4]), torch.tensor([10, 12, 14]),
+                        torch.tensor([0, 0, 4]), torch.tensor([0.9, 0.8, 0.7]))]
+    trainer = SimpleNamespace(world_size=2, strategy=TwoRanks())
+    gathered = callback._gather(trainer)
+    assert gathered.ids.tolist() == [0, 1, 2, 3, 4]
+    assert gathered.labels.tolist() == [10, 11, 12, 13, 14]
+    assert gathered.wrong.tolist() == [True, True, True, True, True]
+    assert gathered.confidence.dtype == np.float32

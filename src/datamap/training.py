@@ -61,13 +61,13 @@ def instantiate_group(
             continue
         if not isinstance(conf, Mapping) or "_target_" not in conf:
             raise ConfigError(f"{key}.{name} needs a _target_ (a class to instantiate)")
-        extra_package = missing_extra(str(conf["_target_"]))
-        if extra_package:
-            raise ConfigError(f"{key}.{name} ({conf['_target_']}) needs the `{extra_package}` "
-                              f"extra: pip install -e '.[{extra_package}]'")
-        extra = {arg: value.replace("{name}", str(name)) for arg, value in paths.items()
-                 if (conf[arg] is None if arg in conf else _accepts(conf["_target_"], arg))}
-        objects.append(instantiate(conf, **extra))
+        extra = missing_extra(str(conf["_target_"]))
+        if extra:
+            raise ConfigError(f"{key}.{name} ({conf['_target_']}) needs the `{extra}` extra: "
+                              f"pip install -e '.[{extra}]'")
+        run_paths = {arg: value.replace("{name}", str(name)) for arg, value in paths.items()
+                     if (conf[arg] is None if arg in conf else _accepts(conf["_target_"], arg))}
+        objects.append(instantiate(conf, **run_paths))
     return objects
 
 
