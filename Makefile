@@ -25,14 +25,18 @@ CHROMIUM ?= /usr/bin/chromium
 browser:
 	@test -x $(CHROMIUM) || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+# The optional loggers (TensorBoard, W&B, DVCLive, MLflow client): the tests prove each of them.
+$(VENV)/.loggers: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[dev,loggers]'
+	touch $@
 
 run: setup
 	$(VENV)/bin/dvc repro
 
-test: setup browser
+test: setup browser $(VENV)/.loggers
 	$(VENV)/bin/pytest
 
-test-fast: setup browser
+test-fast: setup browser $(VENV)/.loggers
 	$(VENV)/bin/pytest -m "not slow"
 
 lint: setup
@@ -45,6 +49,7 @@ bench: setup
 	$(PY) benchmarks/bench_scores.py
 	$(PY) benchmarks/bench_recording.py
 	$(PY) benchmarks/bench_html.py
+	$(PY) benchmarks/bench_media.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

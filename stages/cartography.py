@@ -4,18 +4,21 @@ import hydra
 
 from datamap.cartography import run_cartography
 from datamap.stage import stage
+from datamap.tracking import RUNS_FILE, log_run_summary, summary_values
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
 @stage
 def main(cfg, inputs, outputs):
-    run_cartography(
+    summary = run_cartography(
         inputs.train / "dynamics.parquet",
         inputs.prepared,
         outputs.cartography,
         cfg.cartography,
         seed=cfg.seed,
     )
+    # region counts and label-error AUROCs as summary values of the training run (W&B, MLflow)
+    log_run_summary(inputs.train / "logs" / RUNS_FILE, summary_values(summary))
 
 
 if __name__ == "__main__":

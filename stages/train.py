@@ -3,10 +3,12 @@
 Checkpoints go to ``data/train/checkpoints`` (a persistent DVC out): ``resume: true``
 continues an interrupted run of the same configuration from its last checkpoint,
 ``resume: <path.ckpt>`` from that checkpoint; ``resume: false`` clears the directory first.
+The per-epoch training curves go to ``data/curves/train.csv`` (a DVC plot).
 """
 
 import hydra
 
+from datamap.callbacks.curves import TrainingCurves
 from datamap.stage import stage
 from datamap.training import fit_classifier
 
@@ -15,7 +17,8 @@ from datamap.training import fit_classifier
 @stage
 def main(cfg, inputs, outputs):
     fit_classifier(cfg, prepared_dir=inputs.prepared, out_dir=outputs.train, record_dynamics=True,
-                   checkpoint_dir=outputs.train / "checkpoints", resume=cfg.get("resume", False))
+                   checkpoint_dir=outputs.train / "checkpoints", resume=cfg.get("resume", False),
+                   callbacks=[TrainingCurves(outputs.curves / "train.csv")])
 
 
 if __name__ == "__main__":

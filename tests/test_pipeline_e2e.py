@@ -179,9 +179,9 @@ def test_metrics_describe_the_checkpoint_beside_them(repo):
         assert metrics["val"] == fresh, out
         epoch = checkpoint_epoch(out / "model.ckpt")
         assert metrics["checkpoint"]["epoch"] == epoch
-        # the checkpoint is the epoch of lowest validation loss, as logged during training
-        logged = pd.read_csv(out / "logs" / "metrics.csv").dropna(subset=["val/loss"])
-        assert epoch == int(logged.loc[logged["val/loss"].idxmin(), "epoch"]), out
+        # the checkpoint is the (first) epoch of best validation macro-F1, as logged in training
+        logged = pd.read_csv(out / "logs" / "csv" / "metrics.csv").dropna(subset=["val/macro_f1"])
+        assert epoch == int(logged.loc[logged["val/macro_f1"].idxmax(), "epoch"]), out
         assert metrics["last_epoch"]["epoch"] == int(logged["epoch"].max())
 
 

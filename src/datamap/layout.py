@@ -30,6 +30,11 @@ class Layout:
         return self.data / "cartography"
 
     @property
+    def curves(self) -> Path:
+        """Per-epoch training curves (DVC plots): ``train.csv``, ``retrain/<spec>.csv``."""
+        return self.data / "curves"
+
+    @property
     def report(self) -> Path:
         return self.data / "report"
 

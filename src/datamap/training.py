@@ -31,12 +31,9 @@ log = logging.getLogger(__name__)
 
 
 def _accepts(target: str, name: str) -> bool:
-    from hydra.utils import get_class, get_method
+    from hydra.utils import get_object
 
-    try:
-        obj = get_class(target)
-    except Exception:  # a factory function rather than a class
-        obj = get_method(target)
+    obj = get_object(target)  # a class or a factory function
     try:
         return name in inspect.signature(obj).parameters
     except (TypeError, ValueError):
@@ -49,10 +46,15 @@ def instantiate_group(
     """Instantiate every ``_target_`` entry of a config group (callbacks, loggers).
 
     ``paths`` are directory arguments (``dirpath``, ``save_dir``, ``dir``) the run decides; each
-    is passed to the targets whose signature takes it and whose config leaves it unset, so
-    configs stay free of run-specific paths (and of ``${hydra:...}`` interpolations).
+    is passed to the targets whose config sets it to null, or leaves it out while the target's
+    signature takes it, so configs stay free of run-specific paths (and of ``${hydra:...}``
+    interpolations). ``{name}`` in a path is replaced by the entry's name (``logs/{name}``: one
+    directory per logger). An entry whose optional package is missing is refused in one line
+    naming the extra to install.
     """
     from hydra.utils import instantiate
+
+    from datamap.tracking import missing_extra
 
     objects = []
     for name, conf in (group or {}).items():
@@ -60,9 +62,13 @@ def instantiate_group(
             continue
         if not isinstance(conf, Mapping) or "_target_" not in conf:
             raise ConfigError(f"{key}.{name} needs a _target_ (a class to instantiate)")
-        extra = {arg: value for arg, value in paths.items()
-                 if conf.get(arg) is None and _accepts(conf["_target_"], arg)}
-        objects.append(instantiate(conf, **extra))
+        extra = missing_extra(str(conf["_target_"]))
+        if extra:
+            raise ConfigError(f"{key}.{name} ({conf['_target_']}) needs the `{extra}` extra: "
+                              f"pip install -e '.[{extra}]'")
+        run_paths = {arg: value.replace("{name}", str(name)) for arg, value in paths.items()
+                     if (conf[arg] is None if arg in conf else _accepts(conf["_target_"], arg))}
+        objects.append(instantiate(conf, **run_paths))
     return objects
 
 
@@ -217,6 +223,9 @@ def fit_classifier(
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ModelCheckpoint
 
+    from datamap.callbacks.compose import fit_callbacks, shows_progress
+    from datamap.tracking import RUNS_FILE, allow_local_stores, finish_runs, write_runs
+
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # A sibling, not a child: a failed run must not leave even an empty out_dir behind.
@@ -240,8 +249,13 @@ def fit_classifier(
         log.info("model: %s", cfg.model._target_)
         model = instantiate(cfg.model, input_shape=list(datamodule.input_shape),
                             num_classes=datamodule.num_classes)
-        all_callbacks = instantiate_group(cfg.get("callbacks"), "callbacks",
-                                          dirpath=str(checkpoint_dir))
+        allow_local_stores(cfg.get("logger"))
+        loggers = instantiate_group(cfg.get("logger"), "logger",
+                                    save_dir=str(staging / "logs" / "{name}"),
+                                    dir=str(staging / "logs" / "{name}"))
+        all_callbacks = fit_callbacks(
+            instantiate_group(cfg.get("callbacks"), "callbacks", dirpath=str(checkpoint_dir)),
+            loggers, every_epoch=record_dynamics)
         if record_dynamics:
             # Completed epochs go to part files next to the checkpoints, so a resumed run finds
             # them (the checkpoints themselves stay small); a throwaway run keeps them in memory.
@@ -251,10 +265,9 @@ def fit_classifier(
                                              heldout_dirpath=str(staging / HELDOUT_DIR),
                                              seed=int(cfg.seed), parts_dir=parts))
         all_callbacks.extend(callbacks)
-        loggers = instantiate_group(cfg.get("logger"), "logger",
-                                    save_dir=str(staging / "logs"), dir=str(staging / "logs"))
         trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=all_callbacks,
                                           logger=loggers or False,
+                                          enable_progress_bar=shows_progress(all_callbacks),
                                           default_root_dir=str(staging))
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -276,6 +289,8 @@ def fit_classifier(
                                           checkpoint.monitor if best else None)
         if trainer.is_global_zero:
             write_json(staging / "metrics.json", metrics)
+            write_runs(loggers, staging / "logs" / RUNS_FILE)
+            finish_runs(loggers)
             # a directory is replaced whole: no file of an earlier run survives in it
             _move_into(staging, out_dir, ["model.ckpt", "metrics.json", "logs",
                                           "dynamics.parquet", HELDOUT_DIR])

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 
 class Classifier(pl.LightningModule):
@@ -22,7 +23,12 @@ class Classifier(pl.LightningModule):
         input_shape, num_classes: supplied by the training code from ``meta.json``.
 
     ``training_step`` returns the detached logits with the ids and labels of the batch, so the
-    dynamics recorder reads the training forward pass at zero extra compute (the paper's way).
+    dynamics recorder reads the training forward pass at zero extra compute (the paper's way);
+    ``validation_step`` returns the same for the media callbacks.
+
+    Logged per epoch (names are stable; checkpoints and DVC plots use them): ``train/loss``,
+    ``train/acc``, ``val/loss``, ``val/acc``, ``val/macro_f1``. Accuracy and macro-F1 are
+    torchmetrics metrics, accumulated on the device and reduced across ranks once per epoch.
     """
 
     def __init__(
@@ -38,20 +44,25 @@ class Classifier(pl.LightningModule):
         self.save_hyperparameters(logger=False)
         self.net = net(input_shape=tuple(input_shape), num_classes=int(num_classes))
         self.num_classes = int(num_classes)
+        self.train_acc = MulticlassAccuracy(self.num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(self.num_classes, average="micro")
+        self.val_macro_f1 = MulticlassF1Score(self.num_classes, average="macro")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str, dataloader_idx: int = 0):
+    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str):
         logits = self(batch["x"])
-        loss = F.cross_entropy(logits, batch["label"])
-        acc = (logits.argmax(dim=1) == batch["label"]).float().mean()
-        batch_size = len(batch["label"])
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
-                 batch_size=batch_size, add_dataloader_idx=False)
-        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=stage != "train",
-                 batch_size=batch_size, add_dataloader_idx=False)
+        labels = batch["label"]
+        loss = F.cross_entropy(logits, labels)
+        epoch_only = {"on_step": False, "on_epoch": True, "batch_size": len(labels),
+                      "add_dataloader_idx": False}
+        self.log(f"{stage}/loss", loss, prog_bar=True, **epoch_only)
+        metrics = {"acc": self.train_acc} if stage == "train" else {
+            "acc": self.val_acc, "macro_f1": self.val_macro_f1}
+        for name, metric in metrics.items():
+            metric.update(logits.detach(), labels)
+            self.log(f"{stage}/{name}", metric, prog_bar=stage != "train", **epoch_only)
         return loss, logits
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:

@@ -1,0 +1,31 @@
+"""Lightning callbacks of datamap: media (prediction samples, image predictions, confusion
+matrix), training curves for DVC plots, and the progress display.
+
+The media callbacks are logger-agnostic: they send what they draw through
+:mod:`datamap.tracking` to every active logger in its native form. Names are loaded from their
+modules on first use (see ``datamap.data``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "ConfusionMatrix": "datamap.callbacks.confusion_matrix",
+    "EpochLines": "datamap.callbacks.progress",
+    "ImagePredictions": "datamap.callbacks.image_predictions",
+    "PredictionSamples": "datamap.callbacks.prediction_samples",
+    "TrainingCurves": "datamap.callbacks.curves",
+    "ValidationMedia": "datamap.callbacks.media",
+    "progress_bar": "datamap.callbacks.progress",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'datamap.callbacks' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
