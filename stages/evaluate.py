@@ -1,18 +1,19 @@
-"""evaluate@SPEC: one retrained model on the test and control sets."""
+"""evaluate@SPEC: one retrained model on the test set and every control set."""
 
 import hydra
 
 from datamap.evaluation import evaluate
+from datamap.models.classifier import load_classifier
 from datamap.stage import selected_specs, stage
-from datamap.training import load_model
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
 @stage
 def main(cfg, inputs, outputs):
     for spec in selected_specs(cfg):
-        model = load_model(inputs.retrain(spec) / "model.ckpt")
-        evaluate(model, inputs.prepared, outputs.eval(spec))
+        checkpoint = inputs.retrain(spec) / "model.ckpt"
+        evaluate(load_classifier(checkpoint), inputs.prepared, outputs.eval(spec),
+                 batch_size=int(cfg.data.datamodule.eval_batch_size), model_name=str(checkpoint))
 
 
 if __name__ == "__main__":

@@ -204,7 +204,7 @@ def write_subset(
     seed: int,
 ) -> dict:
     """Select one subset and write ``ids.parquet`` and ``summary.json`` into ``out_dir``."""
-    from datamap.data.prepare import read_split
+    from datamap.data.prepared import read_split
 
     spec = dict(spec)
     parse_spec(spec_name, spec)  # config errors first, before any file is read

@@ -99,14 +99,9 @@ def save_model(model: Any, path: Path, best_checkpoint: str | None = None) -> No
 
 def load_model(path: str | os.PathLike) -> Any:
     """Load a ``model.ckpt`` written by :func:`save_model` onto the CPU, in eval mode."""
-    from datamap.io import DataError
-    from datamap.models.classifier import Classifier
+    from datamap.models.classifier import load_classifier
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: model checkpoint not found; run the train/retrain stage first")
-    model = Classifier.load_from_checkpoint(path, map_location="cpu", weights_only=False)
-    return model.eval()
+    return load_classifier(path)
 
 
 #: Held-out dynamics files the recorder writes when ``dynamics.splits`` asks for them.
@@ -194,6 +189,18 @@ def _prepare_checkpoint_dir(checkpoint_dir: Path, ckpt_path: str | None,
     write_json(checkpoint_dir / RUN_FILE, {"fingerprint": fingerprint, "finished": False})
 
 
+def check_max_epochs(trainer: Mapping[str, Any]) -> None:
+    """Refuse a run that would not end: Lightning reads ``max_epochs: -1`` as "train forever"
+    and an unset one (with no ``max_steps``) as 1000 epochs."""
+    epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
+    if steps not in (None, -1):
+        return  # bounded by steps
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"trainer.max_epochs must be a positive number of epochs, got "
+                          f"{epochs!r} (-1 or unset would train forever or for Lightning's "
+                          "default 1000 epochs); set e.g. trainer.max_epochs=20")
+
+
 def fit_classifier(
     cfg: DictConfig,
     *,
@@ -222,11 +229,22 @@ def fit_classifier(
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ModelCheckpoint
 
+    check_max_epochs(cfg.trainer)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # A sibling, not a child: a failed run must not leave even an empty out_dir behind.
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
     try:
+        # Data and model first: a model that cannot read the data fails before anything
+        # (even the persistent checkpoint directory) is touched.
+        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        log.info("datamodule: %s", cfg.data.datamodule._target_)
+        datamodule = instantiate(cfg.data.datamodule, prepared_dir=str(prepared_dir),
+                                 seed=int(cfg.seed), train_ids=train_ids)
+        log.info("model: %s", cfg.model._target_)
+        model = instantiate(cfg.model, input_shape=list(datamodule.input_shape),
+                            num_classes=datamodule.num_classes,
+                            input_kind=datamodule.input_kind)
         ckpt_path = None
         fingerprint = ""
         if checkpoint_dir is None:
@@ -238,13 +256,6 @@ def fit_classifier(
             fingerprint = run_fingerprint(cfg, prepared_dir, train_ids)
             ckpt_path = resume_checkpoint(checkpoint_dir, resume, fingerprint)
             _prepare_checkpoint_dir(checkpoint_dir, ckpt_path, fingerprint)
-        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-        log.info("datamodule: %s", cfg.data.datamodule._target_)
-        datamodule = instantiate(cfg.data.datamodule, prepared_dir=str(prepared_dir),
-                                 seed=int(cfg.seed), train_ids=train_ids)
-        log.info("model: %s", cfg.model._target_)
-        model = instantiate(cfg.model, input_shape=list(datamodule.input_shape),
-                            num_classes=datamodule.num_classes)
         all_callbacks = instantiate_group(cfg.get("callbacks"), "callbacks",
                                           dirpath=str(checkpoint_dir))
         if record_dynamics:
