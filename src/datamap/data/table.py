@@ -7,6 +7,7 @@ the column, the first offending line and the fix.
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -49,11 +50,15 @@ def read_frame(path: Path, key: str) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise DataError(f"{where}: the file is empty; it needs a header and one row per example")
     try:
-        if suffix in (".csv", ".tsv"):
-            frame = pd.read_csv(path, sep="," if suffix == ".csv" else "\t", dtype=str,
-                                keep_default_na=False, na_filter=False)
+        if suffix == ".csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+        elif suffix == ".tsv":  # tab-separated, unquoted (GLUE's layout): a quote is text
+            frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False,
+                                na_filter=False, quoting=csv.QUOTE_NONE)
         elif suffix == ".jsonl":
-            frame = pd.read_json(path, lines=True, dtype=False)
+            from pyarrow import json as arrow_json  # typed and fast on large files (SNLI)
+
+            frame = arrow_json.read_json(path).to_pandas()
         else:
             frame = pd.read_parquet(path)
     except Exception as exc:  # each reader raises its own types; all mean "cannot be read"

@@ -87,6 +87,11 @@ class HFTransformer(nn.Module):
         if _is_local(name) and not Path(name).expanduser().is_dir():
             raise ConfigError(f"model.net.pretrained={name!r}: no such directory; give a folder "
                               "written by save_pretrained, or a hub name")
+        if Path(name).expanduser().is_dir() and not (Path(name).expanduser() /
+                                                     "config.json").is_file():
+            raise ConfigError(f"model.net.pretrained={name!r}: no model in this directory (no "
+                              "config.json); save one there with save_pretrained (model and "
+                              "tokenizer) or give a hub name")
         if int(max_length) < 2:
             raise ConfigError(f"model.net.max_length must be >= 2, got {max_length}")
         self.pair = len(input_shape) > 0 and int(input_shape[0]) == 2
