@@ -72,7 +72,7 @@ def test_metrics_show_lists_the_report(repo):
     shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo).stdout)
     files = next(iter(shown.values()))["data"]
     metrics = files["data/report/metrics.json"]["data"]
-    assert metrics["ambiguous_33"]["control"]["accuracy"] > 0
+    assert metrics["ambiguous_33"]["control"]["mnist"]["accuracy"] > 0
     assert "data/cartography/summary.json" in files
 
 
@@ -129,10 +129,10 @@ def test_exp_run_with_set_param(repo):
     assert "ambiguous_33" in shown
 
 
-def test_changing_the_control_shift_reruns_only_evaluation(repo):
+def test_changing_the_control_set_reruns_only_evaluation(repo):
     # the workspace is now at the experiment above (ambiguous_33 = 0.2); keep that, change the
-    # control shift: the training data's bytes do not change, so no model is retrained
-    compose(repo, "selection.specs.ambiguous_33.ambiguous=0.2", "data.control.noise_std=0.3")
+    # control set: the training data's bytes do not change, so no model is retrained
+    compose(repo, "selection.specs.ambiguous_33.ambiguous=0.2", "data.controls.mnist.limit=1000")
     result = sh("dvc", "repro", cwd=repo)
     assert stages_run(result.stdout) == {
         "prepare", "report", *(f"evaluate@{spec}" for spec in SPECS),
