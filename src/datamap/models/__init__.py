@@ -15,6 +15,7 @@ _EXPORTS = {
     "MLP": "datamap.models.backbones",
     "SmallCNN": "datamap.models.backbones",
     "TextBagOfNgrams": "datamap.models.text",
+    "RowAdagrad": "datamap.models.text",
     "HFTransformer": "datamap.models.hf",
 }
 

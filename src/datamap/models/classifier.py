@@ -40,7 +40,8 @@ def check_input_kind(net: Callable[..., nn.Module], input_kind: str | None) -> N
     )
 
 
-#: torch optimizers that take sparse gradients (e.g. of ``nn.EmbeddingBag(sparse=True)``).
+#: torch optimizers that take sparse gradients (e.g. of ``nn.EmbeddingBag(sparse=True)``);
+#: others say so with a class attribute ``takes_sparse_gradients = True``.
 SPARSE_OPTIMIZERS = ("SGD", "Adagrad", "SparseAdam")
 
 
@@ -51,11 +52,12 @@ def check_sparse_support(net: nn.Module, optimizer: Callable[..., Any]) -> None:
                  if isinstance(m, (nn.Embedding, nn.EmbeddingBag)))
     optimizer = getattr(optimizer, "func", optimizer)
     name = getattr(optimizer, "__name__", type(optimizer).__name__)
-    if sparse and name not in SPARSE_OPTIMIZERS:
+    takes_sparse = name in SPARSE_OPTIMIZERS or getattr(optimizer, "takes_sparse_gradients", False)
+    if sparse and not takes_sparse:
         raise ConfigError(
             f"model.optimizer: {name} cannot take the sparse embedding gradients of model.net "
-            f"(sparse: true); use one of {', '.join(SPARSE_OPTIMIZERS)} (e.g. "
-            "torch.optim.Adagrad) or set model.net.sparse=false"
+            f"(sparse: true); use datamap.models.text.RowAdagrad or torch.optim's "
+            f"{', '.join(SPARSE_OPTIMIZERS)}, or set model.net.sparse=false"
         )
 
 
