@@ -194,7 +194,8 @@ class RowAdagrad(torch.optim.Optimizer):
     a dense accumulator the size of the table: its step costs twice the rest of a training step.
     Here each occurrence's gradient is applied as it comes, scaled by its row's accumulated mean
     squared gradient (each occurrence counts as one observation of its row, as if the batch were
-    seen one text at a time): two ``index_add_`` and one gather, and one float of state per row.
+    seen one text at a time): one ``index_add_``, one gather and one ``scatter_add_``, and one
+    float of state per row.
 
     Args:
         params: the parameters (or parameter groups).
@@ -230,10 +231,14 @@ class RowAdagrad(torch.optim.Optimizer):
                     # one entry per occurrence of a row in the batch: no sort, no coalescing
                     rows = grad._indices()[0]
                     values = grad._values().reshape(len(rows), -1)
-                    state["row_sum"].index_add_(0, rows, values.square().mean(dim=1))
-                    scale = state["row_sum"][rows].sqrt_().add_(eps)
-                    param.index_add_(0, rows, (values / scale[:, None]).reshape(
-                        len(rows), *param.shape[1:]), alpha=-lr)
+                    squares = torch.linalg.vector_norm(values, dim=1).square_()
+                    state["row_sum"].index_add_(0, rows, squares / values.shape[1])
+                    step = state["row_sum"][rows].sqrt_().add_(eps).reciprocal_().mul_(-lr)
+                    # one pass over the values; scatter_add_ over elements is ~4x faster than a
+                    # row-wise index_add_ on CPU
+                    update = values * step[:, None]
+                    param.view(param.shape[0], -1).scatter_add_(
+                        0, rows[:, None].expand_as(update), update)
                 else:
                     if "sum" not in state:
                         state["sum"] = torch.zeros_like(param)
