@@ -37,6 +37,7 @@ params: setup
 bench: setup
 	$(PY) benchmarks/bench_scores.py
 	$(PY) benchmarks/bench_recording.py
+	$(PY) benchmarks/bench_text_bow.py
 
 clean:
 	rm -rf $(VENV) outputs multirun
