@@ -51,11 +51,10 @@ def split_table(data: Any, split: str, clean_labels: np.ndarray | None = None,
         flat = np.ascontiguousarray(data.x[order].reshape(len(order), -1), dtype=np.float32)
         columns["x"] = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel(), pa.float32()),
                                                          flat.shape[1])
-    for name in ("text", "text_pair", "files"):
-        values = getattr(data, name)
+    for attr, column in (("text", "text"), ("text_pair", "text_pair"), ("files", "file")):
+        values = getattr(data, attr)
         if values is not None:
-            columns[name.rstrip("s") if name == "files" else name] = pa.array(
-                values[order].tolist(), type=pa.string())
+            columns[column] = pa.array(values[order].tolist(), type=pa.string())
     if clean_labels is not None:
         columns["clean_label"] = pa.array(clean_labels[order], type=pa.int64())
     return with_metadata(pa.table(columns), {"split": split, **metadata})
