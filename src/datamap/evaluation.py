@@ -106,7 +106,7 @@ def evaluate_split(model: Any, path: str | os.PathLike, meta: dict[str, Any] | N
     of the prepared-split contract).
 
     Args:
-        model: a :class:`datamap.models.Classifier` (e.g. from ``training.load_model``).
+        model: a :class:`datamap.models.Classifier` (e.g. from ``datamap.models.classifier.load_classifier``).
         path: the split's Parquet file.
         meta: the prepared data's ``meta.json`` (default: read from ``path``'s directory, or
             its parent's for a control set).
