@@ -50,6 +50,7 @@ bench: setup
 	$(PY) benchmarks/bench_recording.py
 	$(PY) benchmarks/bench_html.py
 	$(PY) benchmarks/bench_media.py
+	$(PY) benchmarks/bench_text_bow.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

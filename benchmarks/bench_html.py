@@ -79,15 +79,17 @@ _PAN_FRAMES = """async (steps) => {
 def synthetic_inputs(n: int, seed: int = 0) -> tuple[dict, pa.Table]:
     """meta.json and a prepared train split for ids 0..n-1 of ``benchmarks/synthetic.py``:
     8x8 images (a class pattern plus noise), the given (possibly flipped) label, the true one."""
-    from datamap.data.prepare import split_table
+    from datamap.data.prepared import split_table
+    from datamap.data.sources import RawData
 
     ex = synthetic_examples(0, n, CLASSES, seed=seed)
     rng = np.random.default_rng(seed)
     patterns = rng.uniform(0, 1, size=(CLASSES, 1, 8, 8)).astype(np.float32)
     x = np.clip(patterns[ex["true"]] + rng.normal(0, 0.15, size=(n, 1, 8, 8)), 0, 1)
-    table = split_table(ex["ids"], ex["gold"], x.astype(np.float32), "train",
-                        clean_labels=ex["true"])
-    meta = {"class_names": [f"class {k}" for k in range(CLASSES)], "num_classes": CLASSES,
+    names = [f"class {k}" for k in range(CLASSES)]
+    raw = RawData(labels=ex["gold"], ids=ex["ids"], class_names=names, x=x.astype(np.float32))
+    table = split_table(raw, "train", clean_labels=ex["true"])
+    meta = {"class_names": names, "num_classes": CLASSES,
             "input_kind": "image", "input_shape": [1, 8, 8]}
     return meta, table
 

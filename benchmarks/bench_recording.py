@@ -104,21 +104,17 @@ def _empty_callback():
 
 
 def prepare_digits(workdir: Path, cfg) -> Path:
-    from hydra.utils import instantiate
-
-    from datamap.data.prepare import prepare
+    from datamap.data.prepare import prepare_from_config
 
     out = workdir / "digits"
     if not (out / "meta.json").is_file():
-        prepare(instantiate(cfg.data.source).load(), out, val=cfg.data.split.val,
-                test=cfg.data.split.test, label_noise=cfg.data.label_noise,
-                control=instantiate(cfg.data.control), seed=cfg.seed)
+        prepare_from_config(cfg.data, out, seed=cfg.seed)
     return out
 
 
 def prepare_synthetic(workdir: Path, n_train: int, features: int = 32, classes: int = 10) -> Path:
     """A Gaussian mixture (one component per class, overlapping) with n_train training rows."""
-    from datamap.data import FeatureNoise, RawData
+    from datamap.data import RawData
     from datamap.data.prepare import prepare
 
     out = workdir / f"synthetic_{n_train}"
@@ -132,7 +128,7 @@ def prepare_synthetic(workdir: Path, n_train: int, features: int = 32, classes: 
     raw = RawData(x=x, labels=labels.astype(np.int64), ids=np.arange(n, dtype=np.int64),
                   class_names=[f"c{i}" for i in range(classes)], input_kind="tabular",
                   description="Gaussian mixture")
-    prepare(raw, out, val=0.1, test=0.1, label_noise=0.1, control=FeatureNoise(0.5), seed=0)
+    prepare(raw, out, val=0.1, test=0.1, label_noise=0.1, seed=0)
     return out
 
 

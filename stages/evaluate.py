@@ -1,4 +1,4 @@
-"""evaluate@SPEC: one retrained model on the test and control sets."""
+"""evaluate@SPEC: one retrained model on the test set and every control set."""
 
 import hydra
 
@@ -11,8 +11,9 @@ from datamap.stage import selected_specs, stage
 @stage
 def main(cfg, inputs, outputs):
     for spec in selected_specs(cfg):
-        model = load_model(inputs.retrain(spec) / "model.ckpt")
-        evaluate(model, inputs.prepared, outputs.eval(spec))
+        checkpoint = inputs.retrain(spec) / "model.ckpt"
+        evaluate(load_model(checkpoint), inputs.prepared, outputs.eval(spec),
+                 batch_size=int(cfg.data.datamodule.eval_batch_size), model_name=str(checkpoint))
 
 
 if __name__ == "__main__":

@@ -34,15 +34,11 @@ def tiny_cfg():
 @pytest.fixture(scope="session")
 def digits_prepared(tmp_path_factory) -> Path:
     """The built-in digits, prepared once per session with the default data config."""
-    from hydra.utils import instantiate
-
-    from datamap.data.prepare import prepare
+    from datamap.data.prepare import prepare_from_config
 
     cfg = compose_cfg()
     out = tmp_path_factory.mktemp("prepared") / "prepared"
-    prepare(instantiate(cfg.data.source).load(), out, val=cfg.data.split.val,
-            test=cfg.data.split.test, label_noise=cfg.data.label_noise,
-            control=instantiate(cfg.data.control), seed=cfg.seed)
+    prepare_from_config(cfg.data, out, seed=cfg.seed)
     return out
 
 

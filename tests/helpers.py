@@ -72,13 +72,43 @@ def run_stage(name: str, *overrides: str, cwd: Path) -> subprocess.CompletedProc
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
     """Exit code 2 and exactly one non-empty stderr line, ``error: ...``, naming ``fragments``."""
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
+    assert_refused(result.returncode, result.stderr, *fragments)
+
+
+def assert_refused(code: int | None, stderr: str, *fragments: str) -> None:
+    """Exit code 2 and exactly one non-empty stderr line, ``error: ...``, naming ``fragments``."""
+    assert code == 2, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
     assert lines[0].startswith("error: "), lines[0]
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def stage_in_process(name: str, *overrides: str, cwd: Path) -> tuple[int, str]:
+    """Run stage NAME's task function in this process, in ``cwd``, on ``conf/`` composed with
+    :data:`TINY` and ``overrides`` -- what ``python -m stages.NAME`` runs after Hydra's
+    composition, without a process start. Returns (exit code, stderr)."""
+    import contextlib
+    import importlib
+    import io
+
+    cfg = compose_cfg(*overrides)
+    main = importlib.import_module(f"stages.{name}").main
+    stderr = io.StringIO()
+    previous = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stderr(stderr):
+            try:
+                main(cfg)  # hydra.main passes a given config straight to the task function
+                code = 0
+            except SystemExit as exc:
+                code = exc.code
+    finally:
+        os.chdir(previous)
+    return code, stderr.getvalue()
 
 
 def stages_run(output: str) -> set[str]:
@@ -218,3 +248,98 @@ def chromium() -> Iterator:
             yield browser
         finally:
             browser.close()
+
+
+# --------------------------------------------------------------------------------------------
+# small generated datasets in the formats a user brings (see README "Your own data")
+
+#: Words of the generated text tasks: a class is told by its cue words among fillers.
+FILLERS = ("the", "movie", "film", "was", "plot", "acting", "really", "quite", "a", "story",
+           "this", "and", "with", "music", "cast")
+CUES = {"positive": ("good", "great", "excellent", "wonderful", "superb"),
+        "negative": ("bad", "awful", "terrible", "poor", "dreadful")}
+PAIR_CUES = {"entailment": "indeed", "neutral": "maybe", "contradiction": "never"}
+
+
+def sentiment_frame(n: int = 300, seed: int = 0):
+    """A learnable single-text task: ``sentence`` (fillers plus cue words) and ``label``."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    labels = np.array(sorted(CUES))[np.arange(n) % 2]
+    texts = []
+    for label in labels:
+        words = list(rng.choice(FILLERS, rng.integers(4, 9)))
+        for cue in rng.choice(CUES[label], rng.integers(1, 3)):
+            words.insert(int(rng.integers(0, len(words) + 1)), str(cue))
+        texts.append(" ".join(words).capitalize() + ".")
+    return pd.DataFrame({"sentence": texts, "label": labels})
+
+
+def pairs_frame(n: int = 300, seed: int = 0, dropped: int = 12):
+    """Sentence pairs in SNLI's layout (``sentence1``, ``sentence2``, ``gold_label``); the
+    first ``dropped`` rows are labelled ``-`` (no consensus)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    names = sorted(PAIR_CUES)
+    labels = [names[i % 3] for i in range(n)]
+    premises = [" ".join(rng.choice(FILLERS, 6)) for _ in range(n)]
+    hypotheses = [f"{' '.join(rng.choice(FILLERS, 3))} {PAIR_CUES[label]}" for label in labels]
+    labels[:dropped] = ["-"] * dropped
+    return pd.DataFrame({"pairID": np.arange(5000, 5000 + n), "sentence1": premises,
+                         "sentence2": hypotheses, "gold_label": labels})
+
+
+def numeric_frame(n: int = 300, seed: int = 0, features: int = 4):
+    """Three overlapping Gaussian blobs: ``f0..f{features-1}`` and an integer ``y``."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    centres = rng.normal(0, 2.0, size=(3, features))
+    x = centres[y] + rng.normal(0, 1.0, size=(n, features))
+    return pd.DataFrame({**{f"f{j}": x[:, j] for j in range(features)}, "y": y})
+
+
+def write_image_folder(root: Path, per_class: int = 40, splits=("train",), size: int = 8,
+                       seed: int = 0, mode: str = "L") -> Path:
+    """``root/<split>/<class>/<i>.png``: three classes of noisy bar patterns."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    patterns = {"horizontal": np.zeros((size, size)), "vertical": np.zeros((size, size)),
+                "diagonal": np.eye(size)}
+    patterns["horizontal"][size // 2 - 1:size // 2 + 1] = 1
+    patterns["vertical"][:, size // 2 - 1:size // 2 + 1] = 1
+    for split in splits:
+        for name, pattern in patterns.items():
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                pixels = np.clip(pattern + rng.normal(0, 0.35, pattern.shape), 0, 1)
+                image = Image.fromarray((pixels * 255).astype(np.uint8), mode="L")
+                image.convert(mode).save(folder / f"{i:03d}.png")
+    return root
+
+
+def write_tiny_transformer(folder: Path) -> Path:
+    """A tiny random BERT with a WordPiece tokenizer over the generated tasks' words, saved
+    with ``save_pretrained`` (no network)."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    words = sorted({*FILLERS, *(w for cues in CUES.values() for w in cues),
+                    *PAIR_CUES.values(), "."})
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    config = BertConfig(vocab_size=len(words) + 5, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=64, num_labels=2)
+    import torch
+
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

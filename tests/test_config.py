@@ -58,8 +58,10 @@ def test_unknown_override_is_a_config_error():
 def test_every_group_option_composes(group):
     for option in sorted((ROOT / "conf" / group).glob("*.yaml")):
         overrides = [f"{group}={option.stem}"]
-        if group == "data" and option.stem == "tabular":
-            overrides.append("data.source.path=somewhere.csv")
+        if group == "data" and option.stem == "table":
+            overrides.append("data.source.train=somewhere.csv")
+        if group == "data" and option.stem == "image_folder":
+            overrides.append("data.source.root=somewhere")
         cfg = compose(ROOT / "conf", overrides=overrides)
         assert cfg.seed is not None
 

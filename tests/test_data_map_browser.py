@@ -97,7 +97,7 @@ def test_page_makes_no_network_request_and_draws_every_point(page, digits_cartog
 
 
 def test_hover_shows_the_example(page, points, digits_cartography, digits_prepared):
-    from datamap.data.prepare import read_meta
+    from datamap.data.prepared import read_meta
     from datamap.interactive import input_previews
 
     # the point farthest from its neighbours on screen, so the tooltip shows it alone

@@ -1,16 +1,20 @@
-"""Evaluation metrics and the report's comparison table."""
+"""Evaluation (metrics, any prepared file, refusals) and the report's comparison table."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from datamap.evaluation import classification_metrics
+from datamap.data import read_split
+from datamap.evaluation import classification_metrics, evaluate, evaluate_split
 from datamap.io import DataError, write_json
 from datamap.layout import Layout
 from datamap.report import collect, markdown_table, write_report
+
+from .helpers import compose_cfg, sentiment_frame
 
 
 def test_classification_metrics_hand_computed():
@@ -32,13 +36,17 @@ def test_absent_class_counts_zero_in_macro_f1():
     assert classification_metrics(labels, logits, 3)["macro_f1"] == pytest.approx(1 / 3)
 
 
-def _fake_results(root, specs):
+def _fake_results(root, specs, controls=("mnist",)):
     layout = Layout(root)
     for i, spec in enumerate(specs):
         write_json(layout.subset(spec) / "summary.json",
                    {"n_selected": 10 * (i + 1), "fraction": 0.1 * (i + 1), "flipped_share": 0.05})
         split = {"accuracy": 0.9 - i / 10, "macro_f1": 0.8, "loss": 0.3, "n": 100}
-        write_json(layout.eval(spec) / "metrics.json", {"test": split, "control": split})
+        write_json(layout.eval(spec) / "metrics.json",
+                   {"test": split, "control": {name: {**split, "accuracy": 0.5 + j / 10}
+                                               for j, name in enumerate(controls)}})
+    write_json(layout.prepared / "controls" / "index.json",
+               {name: {"description": f"the {name} set", "examples": 100} for name in controls})
     return layout
 
 
@@ -48,10 +56,11 @@ def test_report_has_stable_keys_and_all_outputs(tmp_path):
     saved = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert saved == report
     assert set(saved["full"]) == {"n_train", "fraction", "flipped_share", "test", "control"}
-    assert set(saved["full"]["control"]) == {"accuracy", "macro_f1", "loss"}
+    assert set(saved["full"]["control"]["mnist"]) == {"accuracy", "macro_f1", "loss"}
     assert saved["hard_33"]["test"]["accuracy"] == pytest.approx(0.8)
     table = (tmp_path / "report" / "summary.md").read_text()
     assert "`hard_33`" in table and "0.8000" in table
+    assert "| mnist acc |" in table and "`mnist`: the mnist set" in table
     png = (tmp_path / "report" / "comparison.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     # deterministic figure bytes
@@ -66,7 +75,96 @@ def test_report_refuses_missing_spec(tmp_path):
 
 
 def test_markdown_table_one_row_per_spec():
-    entry = {"n_train": 5, "fraction": 0.5, "test": {"accuracy": 1, "macro_f1": 1, "loss": 0},
-             "control": {"accuracy": 1, "macro_f1": 1, "loss": 0}}
+    perfect = {"accuracy": 1, "macro_f1": 1, "loss": 0}
+    entry = {"n_train": 5, "fraction": 0.5, "test": perfect, "control": {"mnist": perfect}}
     table = markdown_table({"a": entry, "b": entry})
     assert table.count("\n") == 4 and "n/a" in table
+
+
+def test_report_with_several_control_sets_and_without(tmp_path):
+    layout = _fake_results(tmp_path / "two", ["full"], controls=("mnist", "rotated"))
+    report = write_report(layout, tmp_path / "two" / "report", ["full"])
+    assert report["full"]["control"]["rotated"]["accuracy"] == pytest.approx(0.6)
+    header = (tmp_path / "two" / "report" / "summary.md").read_text()
+    assert "| test acc |" in header and "| mnist acc |" in header and "| rotated acc |" in header
+    layout = _fake_results(tmp_path / "none", ["full"], controls=())
+    report = write_report(layout, tmp_path / "none" / "report", ["full"])
+    assert report["full"]["control"] == {}
+    summary = (tmp_path / "none" / "report" / "summary.md").read_text()
+    assert "No control set" in summary and "mnist" not in summary
+
+
+def test_report_refuses_specs_evaluated_on_different_control_sets(tmp_path):
+    layout = _fake_results(tmp_path, ["full", "hard_33"])
+    metrics = json.loads((layout.eval("hard_33") / "metrics.json").read_text())
+    metrics["control"] = {"rotated": metrics["control"]["mnist"]}
+    write_json(layout.eval("hard_33") / "metrics.json", metrics)
+    with pytest.raises(DataError, match="stale: rerun evaluate"):
+        collect(layout, ["full", "hard_33"])
+
+
+# ------------------------------------------------------------------ evaluating a real model
+
+
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory):
+    """A text_bow model trained for two epochs on generated sentences, with a control file."""
+    from datamap.data import TableSource
+    from datamap.data.prepare import prepare
+    from datamap.models.checkpoint import load_model
+    from datamap.training import fit_classifier
+
+    root = tmp_path_factory.mktemp("text")
+    frame = sentiment_frame(160)
+    frame[:120].to_csv(root / "train.csv", index=False)
+    frame[120:].assign(sentence=lambda f: f["sentence"].str.upper()).to_csv(
+        root / "upper.csv", index=False)
+    source = TableSource(train=str(root / "train.csv"), control=str(root / "upper.csv"),
+                         text_columns=["sentence"])
+    prepare(source.load(), root / "prepared", val=0.2, test=0.2, label_noise=0.0, seed=0)
+    cfg = compose_cfg("data=table", "data.source.train=unused", "model=text_bow",
+                      "trainer.max_epochs=2", "logger=none", "callbacks=none")
+    fit_classifier(cfg, prepared_dir=root / "prepared", out_dir=root / "train")
+    return load_model(root / "train" / "model.ckpt"), root / "prepared"
+
+
+def test_evaluate_writes_test_and_control_metrics(text_model, tmp_path):
+    model, prepared = text_model
+    metrics = evaluate(model, prepared, tmp_path / "eval", batch_size=7)
+    assert set(metrics) == {"test", "control"} and set(metrics["control"]) == {"control"}
+    assert metrics["control"]["control"]["n"] == 40
+    predictions = pd.read_parquet(tmp_path / "eval" / "predictions.parquet")
+    assert sorted(set(predictions["split"])) == ["control/control", "test"]
+    # the same predictions as the model's own forward pass on the raw texts
+    test = read_split(prepared, "test")
+    import torch
+
+    with torch.inference_mode():
+        logits = model({"text": test.text.tolist()}).numpy()
+    rows = predictions[predictions["split"] == "test"]
+    assert np.array_equal(rows["pred"].to_numpy(), logits.argmax(axis=1))
+    assert metrics["test"] == classification_metrics(test.labels, logits, 2)
+    confusion = pd.read_csv(tmp_path / "eval" / "confusion" / "control_control.csv")
+    assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 40
+
+
+def test_evaluate_split_on_any_prepared_file(text_model):
+    model, prepared = text_model
+    result = evaluate_split(model, prepared / "controls" / "control.parquet")
+    assert result.metrics["n"] == 40 and len(result.predictions) == 40
+    assert ((result.predictions["p_pred"] >= result.predictions["p_label"]) | (
+        result.predictions["pred"] == result.predictions["label"])).all()
+
+
+def test_checkpoint_with_other_classes_is_refused(text_model, tmp_path):
+    from datamap.data import TableSource
+    from datamap.data.prepare import prepare
+
+    model, _ = text_model
+    frame = sentiment_frame(90).assign(label=["a", "b", "c"] * 30)
+    frame.to_csv(tmp_path / "three.csv", index=False)
+    source = TableSource(train=str(tmp_path / "three.csv"), text_columns=["sentence"])
+    prepare(source.load(), tmp_path / "prepared", val=0.2, test=0.2, label_noise=0.0, seed=0)
+    with pytest.raises(DataError, match="the model has 2 classes but the prepared data has 3"):
+        evaluate(model, tmp_path / "prepared", tmp_path / "eval", model_name="model.ckpt")
+    assert not (tmp_path / "eval").exists()

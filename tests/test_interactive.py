@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from datamap import scores as S
-from datamap.data.prepare import read_meta
+from datamap.data.prepared import read_meta
 from datamap.dynamics.schema import DynamicsMeta, build_dynamics
 from datamap.dynamics.values import per_example_values
 from datamap.interactive import (

@@ -86,7 +86,7 @@ def test_metrics_show_lists_the_report(repo):
     shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo).stdout)
     files = next(iter(shown.values()))["data"]
     metrics = files["data/report/metrics.json"]["data"]
-    assert metrics["ambiguous_33"]["control"]["accuracy"] > 0
+    assert metrics["ambiguous_33"]["control"]["mnist"]["accuracy"] > 0
     assert "data/cartography/summary.json" in files
 
 
@@ -144,9 +144,9 @@ def test_exp_run_with_set_param(repo):
     assert "ambiguous_33" in shown
 
 
-def test_changing_the_control_shift_reruns_only_evaluation(repo):
+def test_changing_the_control_set_reruns_only_evaluation(repo):
     # the training data's bytes do not change, so no model is retrained
-    compose(repo, "data.control.noise_std=0.3")
+    compose(repo, "data.controls.mnist.limit=1000")
     result = sh("dvc", "repro", cwd=repo)
     assert stages_run(result.stdout) == {
         "prepare", "report", *(f"evaluate@{spec}" for spec in SPECS),

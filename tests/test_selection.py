@@ -241,7 +241,7 @@ def test_select_stage_refuses_a_missing_ids_file(tmp_path):
 def test_select_stage_selects_an_ids_file_and_refuses_a_stale_one(tmp_path, digits_prepared):
     import shutil
 
-    from datamap.data.prepare import read_split
+    from datamap.data.prepared import read_split
     from datamap.scores import scores_table
 
     data = tmp_path / "data"

@@ -5,9 +5,11 @@ For each stage, the modules are found statically from the source: the stage scri
 followed transitively through ``src/datamap`` (imports inside functions count: they run when the
 stage runs), the package ``__init__`` files Python executes on the way, names a package exports
 lazily (``_EXPORTS``), and the modules of the ``_target_`` classes in the config sections the
-stage lists as params (Hydra instantiates them). A stage whose ``deps`` miss one of them would
-keep a stale cached result after that module changes; a listed module it does not run would
-rerun it for nothing.
+stage lists as params (Hydra instantiates them) -- under every option of every config group,
+since dvc.yaml is the same whichever option a user picks (`dvc exp run -S data=table` must
+rerun `prepare` when the table reader changes). A stage whose ``deps`` miss one of them would
+keep a stale cached result after that module changes; a listed module it runs under no option
+would rerun it for nothing.
 """
 
 from __future__ import annotations
@@ -159,8 +161,25 @@ def load_stages() -> list[dict]:
     return stages
 
 
+def config_variants() -> list[dict]:
+    """params.yaml and the composition of every option of every config group."""
+    from omegaconf import OmegaConf
+
+    from datamap.config import compose
+
+    variants = [yaml.safe_load((ROOT / "params.yaml").read_text())]
+    conf = ROOT / "conf"
+    for option in sorted(conf.rglob("*.yaml")):
+        group = option.parent.relative_to(conf).as_posix()
+        if group == ".":
+            continue
+        cfg = compose(conf, overrides=[f"{group}={option.stem}"])
+        variants.append(OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False))
+    return variants
+
+
 STAGES = load_stages()
-PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+VARIANTS = config_variants()
 
 
 def stage_script(cmd: str) -> Path:
@@ -173,8 +192,9 @@ def expected_code(stage: dict) -> set[Path]:
     base = stage["name"].split("@")[0]
     sections = [*stage["params"], *EXTRA_TARGETS.get(base, ())]
     roots: set[str] = set()
-    for key in sections:
-        roots |= targets(config_section(PARAMS, key), set())
+    for params in VARIANTS:
+        for key in sections:
+            roots |= targets(config_section(params, key), set())
     script = stage_script(stage["cmd"])
     return {script, *closure(roots, [script])}
 

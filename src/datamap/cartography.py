@@ -1,7 +1,8 @@
 """The cartography stage: dynamics -> scores, regions, data map, summary and a review queue.
 
 The review queue (``review/``) is what a user hands to annotators: the hard-to-learn examples,
-lowest confidence first, with the given label and the label the model settled on.
+lowest confidence first, with the given label and the label the model settled on, the text
+itself for text data (and the source file for image folders), and a grid for images.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from datamap.data.prepare import read_meta, read_split
+from datamap.data.prepared import read_meta, read_split
 from datamap.io import DataError, atomic_path, write_json, write_parquet
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,21 @@ def review_queue(scores: pd.DataFrame, predictions: pd.Series, class_names: list
         "variability": hard["variability"].round(6).to_numpy(),
         "correctness": hard["correctness"].round(6).to_numpy(),
     })
+
+
+#: Columns of the review queue that show the example itself (what annotators read).
+SHOWN_INPUTS = {"text": "text", "text_pair": "text_pair", "file": "files"}
+
+
+def with_inputs(queue: pd.DataFrame, train: Any) -> pd.DataFrame:
+    """The queue with the examples' own text (and pair) or source file next to their labels,
+    so annotators can judge them without looking the ids up."""
+    queue = queue.copy()
+    for column, attr in SHOWN_INPUTS.items():
+        values = getattr(train, attr, None)
+        if values is not None:
+            queue[column] = pd.Series(values, index=train.ids).reindex(queue["id"]).to_numpy()
+    return queue
 
 
 def run_cartography(
@@ -130,6 +146,7 @@ def run_cartography(
     predictions = last_predictions(dynamics_path, epochs - 1)
     queue = review_queue(scores, predictions, meta["class_names"],
                          int(cfg.get("review_top_k", 100)))
+    queue = with_inputs(queue, train)
     with atomic_path(out_dir / "review") as tmp:
         tmp.mkdir()
         queue.to_csv(tmp / "hard_to_learn.csv", index=False)

@@ -1,10 +1,18 @@
-"""Metrics of a trained model on the test and control sets."""
+"""Metrics of a trained model on prepared evaluation sets: the test set and each control set.
+
+:func:`evaluate_split` evaluates a loaded model on one prepared split file of any input kind,
+through the same loader and batch encoder as training, and returns its metrics and
+predictions; the evaluate stage (:func:`evaluate`) runs it on ``test`` and every control set.
+
+``metrics.json`` keys are stable for ``dvc metrics diff``: ``test.<metric>`` and
+``control.<name>.<metric>`` (``control`` is empty when the data has no control set).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,26 +20,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from datamap.data.prepare import read_meta, read_split
-from datamap.io import atomic_path, write_json, write_parquet
+from datamap.data.prepared import eval_splits, read_meta, read_split_file, split_path
+from datamap.io import DataError, atomic_path, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
-EVAL_SPLITS = ("test", "control")
-
-
-def predict_logits(model: Any, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Logits [N, K] of ``model`` (in eval mode, no gradients) on inputs ``x`` [N, ...]."""
-    import torch
-
-    model.eval()
-    device = next(model.parameters()).device
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, len(x), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size]))
-            outputs.append(model(batch.to(device)).float().cpu().numpy())
-    return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+#: The metrics of each evaluation set, in the report's column order.
+METRICS = ("accuracy", "macro_f1", "loss")
 
 
 def classification_metrics(
@@ -56,50 +51,140 @@ def classification_metrics(
     }
 
 
-def split_metrics(model: Any, prepared_dir: str | os.PathLike, split: str,
-                  meta: dict[str, Any] | None = None) -> dict[str, float]:
-    """:func:`classification_metrics` of ``model`` on one prepared split."""
-    meta = read_meta(prepared_dir) if meta is None else meta
-    data = read_split(prepared_dir, split, meta)
-    return classification_metrics(data.labels, predict_logits(model, data.x),
-                                  int(meta["num_classes"]))
+def check_model_fits(model: Any, meta: dict[str, Any], where: str) -> None:
+    """Refuse a model trained on other data: another number of classes or input kind."""
+    classes = int(meta["num_classes"])
+    if int(model.num_classes) != classes:
+        raise DataError(
+            f"{where}: the model has {model.num_classes} classes but the prepared data has "
+            f"{classes} ({', '.join(meta['class_names'][:10])}); the checkpoint belongs to "
+            "other data: retrain it (dvc repro) or evaluate it on its own data"
+        )
+    kind = getattr(model, "input_kind", None)
+    if kind is not None and kind != meta.get("input_kind"):
+        raise DataError(f"{where}: the model was trained on {kind} inputs but the prepared data "
+                        f"is {meta.get('input_kind')}; retrain it on this data")
+
+
+def predict(model: Any, path: str | os.PathLike, meta: dict[str, Any], *,
+            batch_size: int = 512, num_workers: int = 0) -> tuple[Any, np.ndarray]:
+    """(the split, logits [N, K]) of ``model`` on the prepared split file ``path``, batched
+    through the model's own encoder, without gradients, on the model's device."""
+    import torch
+
+    from datamap.data.module import IndexedDataset, make_loader
+
+    data = read_split_file(path, meta)
+    encoder = model.batch_encoder() if hasattr(model, "batch_encoder") else None
+    loader = make_loader(IndexedDataset(data), batch_size, encoder=encoder,
+                         num_workers=num_workers)
+    model.eval()
+    device = next(model.parameters()).device
+    outputs = []
+    with torch.inference_mode():
+        for batch in loader:
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                     for k, v in batch.items()}
+            outputs.append(model(batch).float().cpu().numpy())
+    logits = np.concatenate(outputs) if outputs else np.zeros((0, int(meta["num_classes"])),
+                                                              np.float32)
+    return data, logits
+
+
+@dataclass
+class SplitEvaluation:
+    """What :func:`evaluate_split` returns: metrics and one prediction row per example."""
+
+    metrics: dict[str, float]
+    predictions: pd.DataFrame
+
+
+def evaluate_split(model: Any, path: str | os.PathLike, meta: dict[str, Any] | None = None,
+                   *, batch_size: int = 512, num_workers: int = 0,
+                   model_name: str = "the model") -> SplitEvaluation:
+    """Evaluate a loaded model on one prepared split file (test, a control set, or any file
+    of the prepared-split contract).
+
+    Args:
+        model: a :class:`datamap.models.Classifier` (e.g. from
+            ``datamap.models.checkpoint.load_model``).
+        path: the split's Parquet file.
+        meta: the prepared data's ``meta.json`` (default: read from ``path``'s directory, or
+            its parent's for a control set).
+    Returns metrics (:func:`classification_metrics`) and predictions with columns ``id``,
+    ``label``, ``pred``, ``p_pred`` (probability of the prediction), ``p_label`` (of the label).
+    """
+    path = Path(path)
+    if meta is None:
+        home = path.parent.parent if path.parent.name == "controls" else path.parent
+        meta = read_meta(home)
+    check_model_fits(model, meta, model_name)
+    data, logits = predict(model, path, meta, batch_size=batch_size, num_workers=num_workers)
+    metrics = classification_metrics(data.labels, logits, int(meta["num_classes"]))
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    preds = logits.argmax(axis=1)
+    rows = np.arange(len(preds))
+    predictions = pd.DataFrame({
+        "id": data.ids,
+        "label": data.labels,
+        "pred": preds.astype(np.int64),
+        "p_pred": probs[rows, preds].astype(np.float32),
+        "p_label": probs[rows, data.labels].astype(np.float32),
+    })
+    return SplitEvaluation(metrics, predictions)
+
+
+def confusion_name(split: str) -> str:
+    """``test`` -> ``test.csv``; ``control/mnist`` -> ``control_mnist.csv``."""
+    return split.replace("/", "_") + ".csv"
+
+
+def split_metrics(model: Any, prepared_dir: str | os.PathLike, split: str) -> dict[str, float]:
+    """:func:`classification_metrics` of ``model`` on one split of the prepared data (``val``,
+    ``test``, ``control/<name>``), computed exactly as the evaluate stage computes them."""
+    return evaluate_split(model, split_path(prepared_dir, split)).metrics
 
 
 def evaluate(
     model: Any,
     prepared_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
-    splits: Sequence[str] = EVAL_SPLITS,
-) -> dict[str, dict[str, float]]:
-    """Evaluate ``model`` on each split; write metrics.json, predictions.parquet and one
-    confusion CSV per split (``actual``/``predicted`` class names, for DVC's confusion plot)."""
+    *,
+    batch_size: int = 512,
+    model_name: str = "the model",
+) -> dict[str, Any]:
+    """The evaluate stage: ``model`` on the test set and every control set.
+
+    Writes ``metrics.json`` (``{"test": {...}, "control": {name: {...}}}``),
+    ``predictions.parquet`` (column ``split``: ``test`` or ``control/<name>``) and
+    ``confusion/<split>.csv`` (``actual``/``predicted`` class names, for DVC's confusion plot).
+    """
     out_dir = Path(out_dir)
     meta = read_meta(prepared_dir)
     class_names = np.asarray(meta["class_names"])
-    metrics: dict[str, dict[str, float]] = {}
+    metrics: dict[str, Any] = {"control": {}}
     predictions = []
-    for split in splits:
-        data = read_split(prepared_dir, split, meta)
-        logits = predict_logits(model, data.x)
-        metrics[split] = classification_metrics(data.labels, logits, int(meta["num_classes"]))
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
-        preds = logits.argmax(axis=1)
-        rows = np.arange(len(preds))
-        predictions.append(pd.DataFrame({
-            "split": split,
-            "id": data.ids,
-            "label": data.labels,
-            "pred": preds.astype(np.int64),
-            "p_pred": probs[rows, preds].astype(np.float32),
-            "p_label": probs[rows, data.labels].astype(np.float32),
-        }))
-        confusion = pd.DataFrame({"actual": class_names[data.labels],
-                                  "predicted": class_names[preds]})
-        with atomic_path(out_dir / f"confusion_{split}.csv") as tmp:
-            confusion.to_csv(tmp, index=False)
-        log.info("%s: %s", split, metrics[split])
-    table = pa.Table.from_pandas(pd.concat(predictions, ignore_index=True), preserve_index=False)
+    confusions = {}
+    for split in eval_splits(prepared_dir):
+        result = evaluate_split(model, split_path(prepared_dir, split), meta,
+                                batch_size=batch_size, model_name=model_name)
+        if split == "test":
+            metrics["test"] = result.metrics
+        else:
+            metrics["control"][split.split("/", 1)[1]] = result.metrics
+        predictions.append(result.predictions.assign(split=split))
+        confusions[confusion_name(split)] = pd.DataFrame({
+            "actual": class_names[result.predictions["label"].to_numpy()],
+            "predicted": class_names[result.predictions["pred"].to_numpy()]})
+        log.info("%s: %s", split, result.metrics)
+    frame = pd.concat(predictions, ignore_index=True)
+    frame = frame[["split", *(c for c in frame.columns if c != "split")]]
+    with atomic_path(out_dir / "confusion") as tmp:
+        tmp.mkdir()
+        for name, confusion in confusions.items():
+            confusion.to_csv(tmp / name, index=False)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
     write_parquet(out_dir / "predictions.parquet", table.replace_schema_metadata(None))
     write_json(out_dir / "metrics.json", metrics)
     return metrics

@@ -35,6 +35,18 @@ class DataError(DatamapError):
     """An input file is missing, malformed, or inconsistent with another input."""
 
 
+def datamap_cause(exc: BaseException) -> DatamapError | None:
+    """The :class:`DatamapError` behind ``exc``, if any: Hydra's ``instantiate`` wraps an error
+    raised in a constructor (a source, a backbone) in its own ``InstantiationException``."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, DatamapError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 # --------------------------------------------------------------------------------------------
 # atomic writes
 

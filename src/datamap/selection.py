@@ -329,7 +329,7 @@ def write_subset(
 ) -> dict:
     """Select one subset and write ``ids.parquet`` and ``summary.json`` into ``out_dir``
     (``root``: the repository, which ids files are relative to)."""
-    from datamap.data.prepare import read_split
+    from datamap.data.prepared import read_split
 
     spec = dict(spec)
     # the spec's own errors first, before the pipeline's inputs are read

@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from datamap.io import ConfigError, DatamapError
+from datamap.io import ConfigError, datamap_cause
 from datamap.layout import Layout
 
 log = logging.getLogger("datamap")
@@ -52,8 +52,11 @@ def stage(fn: StageFn) -> Callable[[DictConfig], Any]:
         logging.getLogger("datamap").setLevel(logging.INFO)
         try:
             return fn(cfg, Layout(Path(".")), Layout(output_root()))
-        except DatamapError as exc:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
+        except Exception as exc:
+            cause = datamap_cause(exc)  # also behind Hydra's InstantiationException
+            if cause is None:
+                raise
+            print(f"error: {cause}", file=sys.stderr, flush=True)
             sys.exit(2)
 
     return task

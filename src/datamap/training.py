@@ -195,6 +195,18 @@ def saved_model_metrics(model_path: Path, datamodule: Any, trainer: Any,
     }
 
 
+def check_max_epochs(trainer: Mapping[str, Any]) -> None:
+    """Refuse a run that would not end: Lightning reads ``max_epochs: -1`` as "train forever"
+    and an unset one (with no ``max_steps``) as 1000 epochs."""
+    epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
+    if steps not in (None, -1):
+        return  # bounded by steps
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"trainer.max_epochs must be a positive number of epochs, got "
+                          f"{epochs!r} (-1 or unset would train forever or for Lightning's "
+                          "default 1000 epochs); set e.g. trainer.max_epochs=20")
+
+
 def fit_classifier(
     cfg: DictConfig,
     *,
@@ -226,11 +238,22 @@ def fit_classifier(
     from datamap.callbacks.compose import fit_callbacks, shows_progress
     from datamap.tracking import RUNS_FILE, allow_local_stores, finish_runs, write_runs
 
+    check_max_epochs(cfg.trainer)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # A sibling, not a child: a failed run must not leave even an empty out_dir behind.
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
     try:
+        # Data and model first: a model that cannot read the data fails before anything
+        # (even the persistent checkpoint directory) is touched.
+        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        log.info("datamodule: %s", cfg.data.datamodule._target_)
+        datamodule = instantiate(cfg.data.datamodule, prepared_dir=str(prepared_dir),
+                                 seed=int(cfg.seed), train_ids=train_ids)
+        log.info("model: %s", cfg.model._target_)
+        model = instantiate(cfg.model, input_shape=list(datamodule.input_shape),
+                            num_classes=datamodule.num_classes,
+                            input_kind=datamodule.input_kind)
         ckpt_path = None
         fingerprint = ""
         if checkpoint_dir is None:
@@ -242,13 +265,6 @@ def fit_classifier(
             fingerprint = run_fingerprint(cfg, prepared_dir, train_ids)
             ckpt_path = resume_checkpoint(checkpoint_dir, resume, fingerprint)
             _prepare_checkpoint_dir(checkpoint_dir, ckpt_path, fingerprint)
-        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-        log.info("datamodule: %s", cfg.data.datamodule._target_)
-        datamodule = instantiate(cfg.data.datamodule, prepared_dir=str(prepared_dir),
-                                 seed=int(cfg.seed), train_ids=train_ids)
-        log.info("model: %s", cfg.model._target_)
-        model = instantiate(cfg.model, input_shape=list(datamodule.input_shape),
-                            num_classes=datamodule.num_classes)
         allow_local_stores(cfg.get("logger"))
         loggers = instantiate_group(cfg.get("logger"), "logger",
                                     save_dir=str(staging / "logs" / "{name}"),

@@ -1,4 +1,4 @@
-"""Data: raw sources, the prepare stage (splits, label noise, control shift), and loaders.
+"""Data: sources, the prepare stage (splits, label noise, control sets), and loaders.
 
 Names are loaded from their modules on first use, so importing one submodule (say
 ``datamap.data.prepare``) does not import the others: a stage depends only on the modules it
@@ -14,12 +14,15 @@ from typing import Any
 _EXPORTS = {
     "DigitsSource": "datamap.data.sources",
     "RawData": "datamap.data.sources",
-    "TabularFileSource": "datamap.data.sources",
+    "SourceData": "datamap.data.sources",
+    "TableSource": "datamap.data.table",
+    "ImageFolderSource": "datamap.data.image_folder",
+    "MnistDigits": "datamap.data.mnist",
     "FeatureNoise": "datamap.data.shift",
     "ImageShift": "datamap.data.shift",
-    "PreparedSplit": "datamap.data.prepare",
-    "read_meta": "datamap.data.prepare",
-    "read_split": "datamap.data.prepare",
+    "PreparedSplit": "datamap.data.prepared",
+    "read_meta": "datamap.data.prepared",
+    "read_split": "datamap.data.prepared",
     "PreparedDataModule": "datamap.data.module",
 }
 

@@ -1,14 +1,19 @@
 """Indexed datasets and the LightningDataModule over prepared splits.
 
-Every batch is a dict ``{"id": int64 [B], "label": int64 [B], "x": float32 [B, ...]}``: the
-example ids travel with the batch so the dynamics recorder can align values by id, never by
-position (position-based alignment is how the reference code misaligns under shuffling/DDP).
+Every batch is a dict ``{"id": int64 [B], "label": int64 [B]}`` plus the input: ``"x"`` float32
+[B, ...], or ``"text"`` (and ``"text_pair"``), lists of B strings. The example ids travel with
+the batch so the dynamics recorder can align values by id, never by position (position-based
+alignment is how the reference code misaligns under shuffling/DDP).
+
+The model decides how its input becomes tensors: a backbone that needs encoding (hashing
+n-grams, tokenising) offers ``batch_encoder()``, a picklable function ``batch -> batch`` that
+the loaders apply in their collate step, so DataLoader workers run it alongside training.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,28 +22,42 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from datamap.data.prepare import PreparedSplit, read_meta, read_split
+from datamap.data.prepared import PreparedSplit, eval_splits, read_meta, read_split
 from datamap.io import ConfigError, DataError
+
+#: A backbone's batch encoder: a raw batch (ids, labels, x or texts) -> the batch it reads.
+Encoder = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class IndexedDataset(Dataset):
-    """A prepared split held as tensors; items and batches are dicts keyed by ``id``."""
+    """A prepared split held in memory; items and batches are dicts keyed by ``id``."""
 
     def __init__(self, split: PreparedSplit) -> None:
         self.ids = torch.tensor(split.ids, dtype=torch.int64)
         self.labels = torch.tensor(split.labels, dtype=torch.int64)
-        self.x = torch.tensor(split.x, dtype=torch.float32)
+        self.inputs: dict[str, Any] = {}
+        if split.x is not None:
+            self.inputs["x"] = torch.tensor(split.x, dtype=torch.float32)
+        for name in ("text", "text_pair"):
+            values = getattr(split, name)
+            if values is not None:
+                self.inputs[name] = np.asarray(values, dtype=object)
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"id": self.ids[index], "label": self.labels[index], "x": self.x[index]}
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"id": self.ids[index], "label": self.labels[index],
+                **{name: values[index] for name, values in self.inputs.items()}}
 
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
         # One fancy-indexing gather per batch instead of B item dicts stacked by collate.
         index = torch.as_tensor(indices, dtype=torch.long)
-        return {"id": self.ids[index], "label": self.labels[index], "x": self.x[index]}
+        batch: dict[str, Any] = {"id": self.ids[index], "label": self.labels[index]}
+        for name, values in self.inputs.items():
+            batch[name] = values[index] if isinstance(values, torch.Tensor) else \
+                values[np.asarray(indices, dtype=np.int64)].tolist()
+        return batch
 
 
 def collate_batch(batch: Any) -> Any:
@@ -46,6 +65,35 @@ def collate_batch(batch: Any) -> Any:
     if isinstance(batch, dict):
         return batch
     return torch.utils.data.default_collate(batch)
+
+
+class BatchCollator:
+    """:func:`collate_batch`, then the model's batch encoder (when it has one). Picklable, so
+    it runs in DataLoader worker processes."""
+
+    def __init__(self, encoder: Encoder | None = None) -> None:
+        self.encoder = encoder
+
+    def __call__(self, batch: Any) -> Any:
+        batch = collate_batch(batch)
+        return batch if self.encoder is None else self.encoder(batch)
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, sampler: Sampler | None = None,
+                encoder: Encoder | None = None, num_workers: int = 0,
+                pin_memory: bool = False) -> DataLoader:
+    """The DataLoader every split goes through: training, evaluation, recording."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False if sampler is not None else None,
+        num_workers=num_workers,
+        collate_fn=BatchCollator(encoder),
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+        drop_last=False,  # cartography needs every example in every epoch
+    )
 
 
 class EpochSeededSampler(Sampler[int]):
@@ -75,7 +123,7 @@ class EpochSeededSampler(Sampler[int]):
 
 
 class PreparedDataModule(pl.LightningDataModule):
-    """Train/val/test/control loaders over the prepare stage's Parquet files.
+    """Loaders over the prepare stage's Parquet files (train, val, test, control sets).
 
     Args:
         prepared_dir: the prepare stage's output directory.
@@ -86,6 +134,8 @@ class PreparedDataModule(pl.LightningDataModule):
         train_ids: restrict training to these example ids (a selected subset); every id must
             exist in the train split.
         shuffle: shuffle the training examples each epoch.
+        encoder: the batch encoder the loaders apply; default the ``batch_encoder()`` of the
+            LightningModule the trainer fits (None for models that read ``x`` as it is).
     """
 
     def __init__(
@@ -98,6 +148,7 @@ class PreparedDataModule(pl.LightningDataModule):
         train_ids: np.ndarray | None = None,
         shuffle: bool = True,
         pin_memory: bool = False,
+        encoder: Encoder | None = None,
     ) -> None:
         super().__init__()
         if int(batch_size) < 1 or int(eval_batch_size) < 1:
@@ -110,6 +161,7 @@ class PreparedDataModule(pl.LightningDataModule):
         self.train_ids = None if train_ids is None else np.asarray(train_ids, dtype=np.int64)
         self.shuffle = shuffle
         self.pin_memory = pin_memory
+        self.encoder = encoder
         self.meta = read_meta(self.prepared_dir)
         self.datasets: dict[str, IndexedDataset] = {}
 
@@ -120,6 +172,18 @@ class PreparedDataModule(pl.LightningDataModule):
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.meta["input_shape"])
+
+    @property
+    def input_kind(self) -> str:
+        return str(self.meta.get("input_kind", "image"))
+
+    def batch_encoder(self) -> Encoder | None:
+        """The explicit ``encoder``, else the fitted LightningModule's ``batch_encoder()``."""
+        if self.encoder is not None:
+            return self.encoder
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        make = getattr(module, "batch_encoder", None)
+        return make() if callable(make) else None
 
     def split(self, name: str) -> IndexedDataset:
         """The dataset of one split (loaded on first use; ``train`` restricted to train_ids)."""
@@ -143,21 +207,12 @@ class PreparedDataModule(pl.LightningDataModule):
             self.split("train")
             self.split("val")
         if stage in (None, "test"):
-            self.split("test")
-            self.split("control")
+            for name in eval_splits(self.prepared_dir):  # test and every control set
+                self.split(name)
 
     def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            shuffle=False if sampler is not None else None,
-            num_workers=self.num_workers,
-            collate_fn=collate_batch,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            drop_last=False,  # cartography needs every example in every epoch
-        )
+        return make_loader(dataset, batch_size, sampler=sampler, encoder=self.batch_encoder(),
+                           num_workers=self.num_workers, pin_memory=self.pin_memory)
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.split("train")

@@ -1,40 +1,26 @@
-"""The prepare stage: raw source -> seeded stratified splits, label noise, control set, Parquet.
+"""The prepare stage: a source -> seeded stratified splits, label noise, control sets, Parquet.
 
-Writes ``{train,val,test,control}.parquet`` and ``meta.json`` into one directory, built in a
-temporary sibling and swapped in whole (no partial artifact on failure).
-
-Prepared split contract (DESIGN.md section 3): ``id`` int64 (unique, stable), ``label`` int64,
-``x`` fixed-size list<float32> (inputs flattened; ``meta.json`` has ``input_shape``), and on the
-train split, when noise is injected, ``clean_label`` int64 (the label before noise).
+Writes the prepared directory (see :mod:`datamap.data.prepared` for the contract), built in a
+temporary sibling and swapped in whole, so a failure leaves no artifact.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
-from datamap.data.sources import RawData
-from datamap.io import (
-    ConfigError,
-    DataError,
-    atomic_path,
-    read_json,
-    read_parquet,
-    with_metadata,
-    write_json,
-    write_parquet,
-)
+from datamap.data.prepared import CONTROL_INDEX, CONTROL_NAME, CONTROLS, split_table
+from datamap.data.sources import RawData, SourceData
+from datamap.io import ConfigError, DataError, atomic_path, write_json, write_parquet
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test", "control")
 
 
 def check_fraction(key: str, value: Any, low: float, high: float, high_open: bool = True) -> float:
@@ -48,26 +34,37 @@ def check_fraction(key: str, value: Any, low: float, high: float, high_open: boo
     return float(value)
 
 
-def stratified_split(
-    labels: np.ndarray, val: float, test: float, seed: int
-) -> dict[str, np.ndarray]:
-    """Positions of a seeded stratified train/val/test split (sorted within each split)."""
+def _train_test_split(positions: np.ndarray, labels: np.ndarray, size: float, seed: int,
+                      what: str) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
-    positions = np.arange(len(labels))
     try:
-        rest, test_pos = train_test_split(
-            positions, test_size=test, stratify=labels, random_state=seed
-        )
-        train_pos, val_pos = train_test_split(
-            rest, test_size=val / (1.0 - test), stratify=labels[rest], random_state=seed + 1
-        )
+        return train_test_split(positions, test_size=size, stratify=labels, random_state=seed)
     except ValueError as exc:
         raise DataError(
-            f"cannot split {len(labels)} examples stratified into val={val}, test={test}: {exc}; "
-            "use more data or larger split fractions"
+            f"cannot split {len(positions)} examples stratified into {what}: {exc}; use more "
+            "data, larger split fractions (data.split), or give the split as its own file"
         ) from exc
-    return {"train": np.sort(train_pos), "val": np.sort(val_pos), "test": np.sort(test_pos)}
+
+
+def stratified_split(
+    labels: np.ndarray, val: float | None, test: float | None, seed: int
+) -> dict[str, np.ndarray]:
+    """Positions of a seeded stratified split into train (the rest), val and test (sorted
+    within each split). ``val``/``test`` are fractions of all ``labels``; None: no such split
+    is cut (the source has it as a file)."""
+    positions = np.arange(len(labels))
+    out = {}
+    rest = positions
+    if test is not None:
+        rest, out["test"] = _train_test_split(positions, labels, test, seed,
+                                              f"test={test} (data.split.test)")
+    if val is not None:
+        share = val / (1.0 - test) if test is not None else val
+        rest, out["val"] = _train_test_split(rest, labels[rest], share, seed + 1,
+                                             f"val={val} (data.split.val)")
+    out["train"] = rest
+    return {name: np.sort(pos) for name, pos in out.items()}
 
 
 def inject_label_noise(
@@ -91,143 +88,171 @@ def inject_label_noise(
     return noisy, flipped
 
 
-def split_table(
-    ids: np.ndarray, labels: np.ndarray, x: np.ndarray, split: str,
-    clean_labels: np.ndarray | None = None, **metadata: Any,
-) -> pa.Table:
-    """Arrow table of one prepared split, rows sorted by id."""
-    order = np.argsort(ids, kind="stable")
-    flat = np.ascontiguousarray(x[order].reshape(len(ids), -1), dtype=np.float32)
-    width = flat.shape[1]
-    columns = {
-        "id": pa.array(ids[order], type=pa.int64()),
-        "label": pa.array(labels[order], type=pa.int64()),
-        "x": pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel(), type=pa.float32()), width),
-    }
-    if clean_labels is not None:
-        columns["clean_label"] = pa.array(clean_labels[order], type=pa.int64())
-    return with_metadata(pa.table(columns), {"split": split, **metadata})
-
-
-def prepare(
-    raw: RawData,
-    out_dir: str | os.PathLike,
-    *,
-    val: float,
-    test: float,
-    label_noise: float,
-    control: Any,
-    seed: int,
-) -> dict[str, Any]:
-    """Split ``raw``, inject train label noise, build the control set, and write ``out_dir``."""
-    label_noise = check_fraction("data.label_noise", label_noise, 0.0, 1.0)
-    val = check_fraction("data.split.val", val, 0.0, 1.0)
-    test = check_fraction("data.split.test", test, 0.0, 1.0)
-    if val <= 0 or test <= 0 or val + test >= 1:
+def _split_fractions(source: SourceData, val: Any, test: Any) -> dict[str, float]:
+    """The fractions of the training data to cut off as val/test (only for the splits the
+    source does not give as files)."""
+    cut = {}
+    if source.test is None:
+        cut["test"] = check_fraction("data.split.test", test, 0.0, 1.0)
+    if source.val is None:
+        cut["val"] = check_fraction("data.split.val", val, 0.0, 1.0)
+    if any(v <= 0 for v in cut.values()) or sum(cut.values()) >= 1:
         raise ConfigError(
             f"data.split.val ({val}) and data.split.test ({test}) must be > 0 and sum to < 1 "
             "(the rest is the training split)"
         )
-    if not callable(control) or not callable(getattr(control, "describe", None)):
-        raise ConfigError("data.control must build a shift with __call__(x, rng) and describe()")
-    raw.validate("data.source")
-    num_classes = len(raw.class_names)
+    return cut
 
-    positions = stratified_split(raw.labels, val, test, seed)
-    train_pos = positions["train"]
-    clean = raw.labels[train_pos]
+
+def _check_labels_seen(split: RawData, train_labels: np.ndarray, names: list[str]) -> None:
+    unseen = np.setdiff1d(np.unique(split.labels), train_labels)
+    if len(unseen):
+        shown = ", ".join(repr(names[i]) for i in unseen[:5])
+        raise DataError(
+            f"{split.origin}: label(s) {shown} never occur in the training data; a model cannot "
+            "learn a class it never sees: add training examples of it or remove these rows"
+        )
+
+
+def build_controls(source: SourceData, builders: Mapping[str, Any], test: RawData,
+                   seed: int) -> tuple[dict[str, RawData], dict[str, str]]:
+    """The control sets: the source's own (files) then each ``data.controls`` builder's."""
+    controls = dict(source.controls)
+    descriptions = dict(source.control_descriptions)
+    for name, builder in builders.items():
+        if name in controls:
+            raise ConfigError(f"data.controls.{name}: the source already has a control set "
+                              f"named {name!r}; rename one of them")
+        if builder is None:
+            continue  # switched off with data.controls.<name>=null
+        if not callable(getattr(builder, "build", None)) or not callable(
+                getattr(builder, "describe", None)):
+            raise ConfigError(f"data.controls.{name} must build an object with build(test, rng) "
+                              "and describe() (e.g. datamap.data.MnistDigits)")
+        # each control gets its own stream, independent of the others and of their order
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        controls[name] = builder.build(test, rng)
+        descriptions[name] = builder.describe()
+    for name in controls:
+        if not CONTROL_NAME.fullmatch(name):
+            raise ConfigError(f"control set name {name!r}: use letters, digits, _ and - only "
+                              "(it becomes a file name and a metrics key)")
+    return controls, descriptions
+
+
+def prepare(
+    source: SourceData | RawData,
+    out_dir: str | os.PathLike,
+    *,
+    val: float | None,
+    test: float | None,
+    label_noise: float,
+    controls: Mapping[str, Any] | None = None,
+    seed: int,
+) -> dict[str, Any]:
+    """Split the source, inject train label noise, build the control sets, write ``out_dir``.
+
+    Args:
+        source: a source's data (a bare :class:`RawData` is a source with only ``train``).
+        val, test: fractions of the training data cut off as val/test, stratified and seeded,
+            when the source has no such split of its own.
+        label_noise: the share of training labels flipped to another class (``clean_label``
+            keeps the truth).
+        controls: name -> control builder (``data.controls``), added to the source's own.
+    Returns the ``meta.json`` written.
+    """
+    if isinstance(source, RawData):
+        source = SourceData(train=source, description=source.description)
+    label_noise = check_fraction("data.label_noise", label_noise, 0.0, 1.0)
+    cut = _split_fractions(source, val, test)
+    raw = source.train
+    raw.validate()
+    class_names = raw.class_names
+    num_classes = len(class_names)
+
+    positions = stratified_split(raw.labels, cut.get("val"), cut.get("test"), seed)
+    splits = {name: source.train.take(pos) for name, pos in positions.items()}
+    for name in ("val", "test"):
+        given = getattr(source, name)
+        if given is not None:
+            splits[name] = given.relabel(class_names, f"the training data ({raw.origin})")
+    train_labels = np.unique(splits["train"].labels)
+    if len(train_labels) < 2:
+        raise DataError(
+            f"{raw.origin}: every training example has the label "
+            f"{class_names[int(train_labels[0])]!r}; classification needs at least two classes: "
+            "check data.source.label_column"
+        )
+    control_sets, descriptions = build_controls(source, controls or {}, splits["test"], seed)
+    control_sets = {name: data.relabel(class_names, f"the training data ({raw.origin})")
+                    for name, data in control_sets.items()}
+    for data in [splits["val"], splits["test"], *control_sets.values()]:
+        data.validate()
+        _check_labels_seen(data, train_labels, class_names)
+
+    clean = splits["train"].labels
     noisy, flipped = inject_label_noise(clean, label_noise, num_classes, seed + 2)
-    control_x = control(raw.x[positions["test"]], np.random.default_rng(seed + 3))
-
+    train = replace(splits["train"], labels=noisy)
+    # meta.json (a dependency of training) says nothing about the test set either: a new test
+    # file reruns evaluation, not training; its own metadata keeps its details
+    dropped = {name: source.dropped.get(name, 0) for name in ("train", "val", "test")}
     tables = {
-        "train": split_table(raw.ids[train_pos], noisy, raw.x[train_pos], "train",
-                             clean if label_noise > 0 else None),
-        "val": split_table(raw.ids[positions["val"]], raw.labels[positions["val"]],
-                           raw.x[positions["val"]], "val"),
-        "test": split_table(raw.ids[positions["test"]], raw.labels[positions["test"]],
-                            raw.x[positions["test"]], "test"),
-        # The control set reuses the test ids: each control example is a shifted test example.
-        # Its shift is described in its own metadata, not meta.json, so that changing the shift
-        # reruns only evaluation (meta.json is a dependency of training).
-        "control": split_table(raw.ids[positions["test"]], raw.labels[positions["test"]],
-                               control_x, "control", shift=control.describe()),
+        "train": split_table(train, "train", clean if label_noise > 0 else None),
+        "val": split_table(splits["val"], "val"),
+        "test": split_table(splits["test"], "test", dropped=dropped["test"],
+                            origin=splits["test"].origin),
     }
+    # Control sets are described in their own files' metadata, never in meta.json: changing
+    # one must rerun evaluation only (meta.json is a dependency of training).
+    control_tables = {name: split_table(data, "control", name=name,
+                                        description=descriptions[name])
+                      for name, data in control_sets.items()}
     meta = {
-        "class_names": raw.class_names,
+        "class_names": class_names,
         "num_classes": num_classes,
         "input_kind": raw.input_kind,
         "input_shape": list(raw.input_shape),
-        "source": raw.description,
+        "source": source.description or raw.description,
         "source_fingerprint": raw.fingerprint(),
         "seed": seed,
-        "split_fractions": {"train": round(1 - val - test, 6), "val": val, "test": test},
-        "sizes": {name: table.num_rows for name, table in tables.items()},
+        "split_fractions": cut,
+        "sizes": {name: tables[name].num_rows for name in ("train", "val")},
+        "dropped": {name: dropped[name] for name in ("train", "val")},
         "label_noise": label_noise,
         "flipped": int(flipped.sum()),
     }
+    index = {name: {"description": descriptions[name], "examples": table.num_rows}
+             for name, table in control_tables.items()}
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for name, table in tables.items():
             write_parquet(tmp / f"{name}.parquet", table)
+        for name, table in control_tables.items():
+            write_parquet(tmp / CONTROLS / f"{name}.parquet", table)
+        write_json(tmp / CONTROLS / CONTROL_INDEX, index)
         write_json(tmp / "meta.json", meta)
-    log.info(
-        "prepared %s: %s; %d of %d training labels flipped; control = %s",
-        out_dir, meta["sizes"], meta["flipped"], len(train_pos), control.describe(),
-    )
+    log.info("prepared %s: %s, test %d; %d of %d training labels flipped; control sets: %s",
+             out_dir, meta["sizes"], tables["test"].num_rows, meta["flipped"], len(train),
+             ", ".join(f"{k} ({v['examples']})" for k, v in index.items()) or "none")
     return meta
 
 
-# --------------------------------------------------------------------------------------------
-# reading prepared splits
+def prepare_from_config(data: Mapping[str, Any], out_dir: str | os.PathLike,
+                        seed: int) -> dict[str, Any]:
+    """The prepare stage on the ``data`` config group: instantiate ``data.source`` and each
+    ``data.controls`` builder, then :func:`prepare`."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
+    if OmegaConf.is_config(data):
+        missing = sorted(OmegaConf.missing_keys(data.source))
+        if missing:
+            raise ConfigError(f"data.source.{missing[0]} is not set; give it on the command "
+                              f"line (data.source.{missing[0]}=...) or in conf/data/")
+    source = instantiate(data.source).load()
+    builders = {name: instantiate(conf) if conf is not None else None
+                for name, conf in (data.get("controls") or {}).items()}
+    split = data.get("split") or {}
+    return prepare(source, Path(out_dir), val=split.get("val"), test=split.get("test"),
+                   label_noise=data.get("label_noise", 0.0), controls=builders, seed=int(seed))
 
-@dataclass
-class PreparedSplit:
-    """One prepared split in memory: ids [N], labels [N], x [N, *input_shape] float32."""
-
-    ids: np.ndarray
-    labels: np.ndarray
-    x: np.ndarray
-    clean_labels: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def subset(self, ids: np.ndarray) -> PreparedSplit:
-        """The examples whose id is in ``ids`` (order of this split kept)."""
-        keep = np.isin(self.ids, ids)
-        clean = self.clean_labels[keep] if self.clean_labels is not None else None
-        return PreparedSplit(self.ids[keep], self.labels[keep], self.x[keep], clean)
-
-
-def read_meta(prepared_dir: str | os.PathLike) -> dict[str, Any]:
-    return read_json(Path(prepared_dir) / "meta.json", what="prepared metadata")
-
-
-def read_split(
-    prepared_dir: str | os.PathLike, split: str, meta: Mapping[str, Any] | None = None
-) -> PreparedSplit:
-    """Load a prepared split, checking its columns and its inputs' shape against meta.json."""
-    prepared_dir = Path(prepared_dir)
-    meta = meta if meta is not None else read_meta(prepared_dir)
-    path = prepared_dir / f"{split}.parquet"
-    table = read_parquet(path, required=("id", "label", "x"), what=f"{split} split",
-                         hint="run the prepare stage first")
-    shape = tuple(meta["input_shape"])
-    width = int(np.prod(shape))
-    x_col = table.column("x").combine_chunks()
-    if not pa.types.is_fixed_size_list(x_col.type) or x_col.type.list_size != width:
-        raise DataError(
-            f"{path}: column 'x' must be fixed-size lists of {width} floats (input_shape "
-            f"{list(shape)} in meta.json); rerun the prepare stage"
-        )
-    x = x_col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    clean = None
-    if "clean_label" in table.column_names:
-        clean = table.column("clean_label").to_numpy()
-    return PreparedSplit(
-        ids=table.column("id").to_numpy(),
-        labels=table.column("label").to_numpy(),
-        x=x.reshape(table.num_rows, *shape),
-        clean_labels=clean,
-    )

@@ -1,18 +1,35 @@
-"""Control sets: a documented distribution shift of the test examples.
+"""Control sets made by shifting the test examples: a paired view of the test set.
 
-The paper compares subsets on an in-distribution test set and an out-of-distribution one; with
-a single built-in dataset we make the second by shifting the test inputs. Each shift is seeded
-and described in ``meta.json`` so the control set is reproducible and its nature is on record.
+A shifted view is not a new distribution (the same examples, perturbed), but it is cheap and
+documented: each shift is seeded and describes itself, and the description is stored in the
+control file's metadata. ``data.controls.<name>`` builds one from its ``_target_``; every
+control builder has ``build(test, rng) -> RawData`` and ``describe()``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
+from datamap.data.sources import RawData
 from datamap.io import ConfigError
 
 
-class ImageShift:
+class Shift:
+    """Base of the shifts: the control set is the test split with shifted inputs ``x``."""
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def build(self, test: RawData, rng: np.random.Generator) -> RawData:
+        if test.x is None:
+            raise ConfigError(f"data.controls: {type(self).__name__} shifts numeric inputs, but "
+                              "the data is text; give control examples as a file instead")
+        return replace(test, x=self(test.x, rng), origin=f"{test.origin} (shifted)")
+
+
+class ImageShift(Shift):
     """Rotate, translate and add noise to images [N, C, H, W] with values in [0, 1].
 
     Every image gets its own rotation angle drawn uniformly from [-max_rotation, max_rotation]
@@ -27,7 +44,7 @@ class ImageShift:
         for key, value in (("max_rotation", max_rotation), ("max_translation", max_translation),
                            ("noise_std", noise_std)):
             if value < 0:
-                raise ConfigError(f"data.control.{key} must be >= 0, got {value}")
+                raise ConfigError(f"data.controls: ImageShift.{key} must be >= 0, got {value}")
         self.max_rotation = float(max_rotation)
         self.max_translation = int(max_translation)
         self.noise_std = float(noise_std)
@@ -45,8 +62,8 @@ class ImageShift:
 
         if x.ndim != 4:
             raise ConfigError(
-                "data.control: ImageShift needs image inputs [N, C, H, W]; use "
-                "datamap.data.shift.FeatureNoise for tabular data"
+                "data.controls: ImageShift needs image inputs [N, C, H, W]; use "
+                "datamap.data.FeatureNoise for tabular data"
             )
         n, _, height, width = x.shape
         angles = np.deg2rad(rng.uniform(-self.max_rotation, self.max_rotation, size=n))
@@ -67,12 +84,12 @@ class ImageShift:
         return np.clip(warped, 0.0, 1.0).astype(np.float32)
 
 
-class FeatureNoise:
+class FeatureNoise(Shift):
     """Add Gaussian noise of ``std`` times each feature's standard deviation (tabular data)."""
 
     def __init__(self, std: float = 0.5) -> None:
         if std < 0:
-            raise ConfigError(f"data.control.std must be >= 0, got {std}")
+            raise ConfigError(f"data.controls: FeatureNoise.std must be >= 0, got {std}")
         self.std = float(std)
 
     def describe(self) -> str:

@@ -1,170 +1,229 @@
-"""Raw data sources: where examples come from before they are split.
+"""Raw data: what a source hands to the prepare stage, and the built-in digits source.
 
 A source is a small object built from config with ``hydra.utils.instantiate`` whose ``load()``
-returns a :class:`RawData`: stable integer ids, integer labels, class names and the inputs.
+returns a :class:`SourceData`: the training examples and, when the source has them, its own
+validation, test and control examples, each a :class:`RawData`. The file sources live in
+:mod:`datamap.data.table` and :mod:`datamap.data.image_folder`.
+
+Labels are class indices into ``class_names``; :func:`class_names_of` and :func:`encode_labels`
+turn the label values read from a file (strings or integers) into them, and
+:meth:`RawData.relabel` moves a split onto the class list shared by every split.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-import pandas as pd
 
-from datamap.io import DataError
+from datamap.io import ConfigError, DataError
 
 
 @dataclass
 class RawData:
-    """Examples before splitting.
+    """The examples of one split before preparation.
 
-    ``x`` is a float32 array [N, *input_shape]; ``labels`` int64 [N] in [0, len(class_names));
-    ``ids`` int64 [N], unique and stable across runs (they key the dynamics table).
+    The input is either ``x``, a float32 array [N, *input_shape] (``input_kind`` ``image`` or
+    ``tabular``), or ``text``, an array of N strings, plus ``text_pair`` for sentence pairs
+    (``input_kind`` ``text``). ``labels`` int64 [N] index ``class_names``; ``ids`` int64 [N] are
+    unique and stable across runs (they key the dynamics table). ``origin`` names where the
+    examples came from (a file or folder) for error messages; ``files`` optionally gives each
+    example's source file (image folders), shown to annotators in the review queue.
     """
 
-    x: np.ndarray
     labels: np.ndarray
     ids: np.ndarray
     class_names: list[str]
-    input_kind: str = "image"  # "image" (x is [C, H, W]) or "tabular" (x is [F])
+    x: np.ndarray | None = None
+    text: np.ndarray | None = None
+    text_pair: np.ndarray | None = None
+    input_kind: str = "image"
     description: str = ""
-    extra: dict = field(default_factory=dict)
+    origin: str = "data.source"
+    files: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(int(d) for d in self.x.shape[1:])
+        """[C, H, W] or [F] for ``x``; for text, [number of text fields] (1, or 2 for pairs)."""
+        if self.x is not None:
+            return tuple(int(d) for d in self.x.shape[1:])
+        return (1 if self.text_pair is None else 2,)
+
+    def take(self, positions: np.ndarray) -> RawData:
+        """The examples at ``positions`` (in that order)."""
+        def pick(values):
+            return None if values is None else values[positions]
+
+        return replace(self, labels=self.labels[positions], ids=self.ids[positions],
+                       x=pick(self.x), text=pick(self.text), text_pair=pick(self.text_pair),
+                       files=pick(self.files))
+
+    def relabel(self, class_names: Sequence[str], reference: str) -> RawData:
+        """The same examples with labels indexing ``class_names`` (the training classes).
+
+        A label not among them is an error naming this split's origin and ``reference``.
+        """
+        class_names = list(class_names)
+        if self.class_names == class_names:
+            return self
+        index = {name: i for i, name in enumerate(class_names)}
+        present = [self.class_names[i] for i in np.unique(self.labels)]
+        unknown = [name for name in present if name not in index]
+        if unknown:
+            raise DataError(
+                f"{self.origin}: label(s) {', '.join(map(repr, unknown[:5]))} never occur in "
+                f"{reference}; a model cannot learn a class it never sees: add examples of it "
+                "to the training data or remove these rows"
+            )
+        mapping = np.array([index.get(name, -1) for name in self.class_names], dtype=np.int64)
+        return replace(self, labels=mapping[self.labels], class_names=class_names)
 
     def fingerprint(self) -> str:
-        """A content hash of ids, labels and inputs: identical data gives the identical hash."""
+        """A content hash of ids, labels, inputs and class names."""
         digest = hashlib.sha256()
         for array in (self.ids, self.labels, self.x):
-            digest.update(np.ascontiguousarray(array).tobytes())
+            if array is not None:
+                digest.update(np.ascontiguousarray(array).tobytes())
+        for texts in (self.text, self.text_pair):
+            if texts is not None:
+                digest.update("\x1e".join(texts.tolist()).encode())
         digest.update("\x1f".join(self.class_names).encode())
         return digest.hexdigest()
 
-    def validate(self, source: str) -> None:
-        n = len(self.labels)
+    def validate(self) -> None:
+        """Refuse what no later stage can use: no examples, misaligned or duplicate ids, labels
+        out of range, non-finite inputs, empty texts."""
+        n, where = len(self.labels), self.origin
         if n == 0:
-            raise DataError(f"{source}: no examples")
-        if len(self.x) != n or len(self.ids) != n:
-            raise DataError(f"{source}: inputs, labels and ids have different lengths")
-        if len(np.unique(self.ids)) != n:
-            raise DataError(f"{source}: ids are not unique; give each example its own id")
+            raise DataError(f"{where}: no examples")
+        if (self.x is None) == (self.text is None):
+            raise DataError(f"{where}: give exactly one input, x or text")
+        inputs = [a for a in (self.x, self.text, self.text_pair) if a is not None]
+        if len(self.ids) != n or any(len(a) != n for a in inputs):
+            raise DataError(f"{where}: inputs, labels and ids have different lengths")
+        check_unique_ids(self.ids, where, "ids")
         if self.labels.min() < 0 or self.labels.max() >= len(self.class_names):
-            raise DataError(f"{source}: labels outside [0, {len(self.class_names)})")
-        if not np.isfinite(self.x).all():
-            raise DataError(f"{source}: inputs contain NaN or infinite values")
+            raise DataError(f"{where}: labels outside [0, {len(self.class_names)})")
+        if self.x is not None and not np.isfinite(self.x).all():
+            raise DataError(f"{where}: inputs contain NaN or infinite values")
+        for texts in (self.text, self.text_pair):
+            if texts is not None and not all(t.strip() for t in texts.tolist()):
+                raise DataError(f"{where}: empty texts")
+
+
+@dataclass
+class SourceData:
+    """What a source's ``load()`` returns.
+
+    ``train`` is required; a missing ``val`` or ``test`` is split off ``train`` by the prepare
+    stage. ``controls`` maps a control set's name to its examples and ``control_descriptions``
+    to what it is. ``dropped`` counts the rows left out per split because their label is in
+    ``drop_labels`` (e.g. SNLI's ``-``).
+    """
+
+    train: RawData
+    val: RawData | None = None
+    test: RawData | None = None
+    controls: dict[str, RawData] = field(default_factory=dict)
+    control_descriptions: dict[str, str] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    description: str = ""
+
+
+def check_unique_ids(ids: np.ndarray, where: str, column: str) -> None:
+    values, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        first = int(np.argmax(counts > 1))
+        raise DataError(
+            f"{where}: id {values[first]} occurs {counts[first]} times in {column} "
+            f"({int((counts > 1).sum())} duplicated id(s)); every example needs its own id: "
+            "fix the ids, or leave data.source.id_column unset to number rows in file order"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# labels
+
+
+def label_strings(values: Iterable) -> np.ndarray:
+    """Label values as class-name strings; integral numbers lose any ``.0`` (1.0 -> "1"), so the
+    same label read from a CSV and from Parquet gives the same class. Missing values -> ""."""
+    out = []
+    for value in values:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            out.append("")
+        elif isinstance(value, (float, np.floating)) and float(value).is_integer():
+            out.append(str(int(value)))
+        else:
+            out.append(str(value).strip())
+    return np.asarray(out, dtype=object)
+
+
+def _sort_key(name: str) -> tuple:
+    # integer-like class names sort numerically (2 before 10), the rest as text
+    try:
+        return (0, int(name), "")
+    except ValueError:
+        return (1, 0, name)
+
+
+def class_names_of(values: np.ndarray, classes: Sequence | None = None) -> list[str]:
+    """The class list: ``classes`` as given (as strings), else the sorted distinct values."""
+    if classes is not None:
+        names = [str(c) for c in classes]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"data.source.classes lists a class twice: {names}")
+        return names
+    return sorted({str(v) for v in values}, key=_sort_key)
+
+
+def encode_labels(values: np.ndarray, class_names: Sequence[str], where: str) -> np.ndarray:
+    """Class indices of label strings; one not in ``class_names`` is an error."""
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted({v for v in values.tolist() if v not in index})
+    if unknown:
+        raise DataError(
+            f"{where}: label(s) {', '.join(map(repr, unknown[:5]))} not in data.source.classes "
+            f"{list(class_names)}; fix the labels or add the classes"
+        )
+    return np.fromiter((index[v] for v in values.tolist()), dtype=np.int64, count=len(values))
+
+
+def named_paths(value: str | Mapping[str, str] | None, default_name: str) -> dict[str, str]:
+    """A control-set setting: one path (named ``default_name``) or a mapping name -> path."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    return {default_name: str(value)}
+
+
+# --------------------------------------------------------------------------------------------
+# the built-in demo
 
 
 class DigitsSource:
     """scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes), shipped inside the
     package, so the pipeline runs offline. Pixels are scaled from 0..16 to [0, 1]."""
 
-    def load(self) -> RawData:
+    def load(self) -> SourceData:
         from sklearn.datasets import load_digits
 
         digits = load_digits()
         x = (digits.images.astype(np.float32) / 16.0)[:, None, :, :]  # [N, 1, 8, 8]
-        return RawData(
+        description = "scikit-learn load_digits (8x8 grey-scale, pixels scaled to [0, 1])"
+        raw = RawData(
             x=x,
             labels=digits.target.astype(np.int64),
             ids=np.arange(len(x), dtype=np.int64),
             class_names=[str(c) for c in digits.target_names],
             input_kind="image",
-            description="scikit-learn load_digits (8x8 grey-scale, pixels scaled to [0, 1])",
+            description=description,
+            origin="scikit-learn load_digits",
         )
-
-
-class TabularFileSource:
-    """A CSV or Parquet file with one row per example: a label column and numeric features.
-
-    Args:
-        path: the file (``.csv`` or ``.parquet``).
-        label_column: the column holding class labels (any type; mapped to indices).
-        feature_columns: the numeric feature columns; default every column but label and id.
-        id_column: a column of unique integer ids; default the row number.
-        classes: the class names in index order; default the sorted distinct labels. With it,
-            a label not in the list is an error (a typo should not become a new class).
-    """
-
-    def __init__(
-        self,
-        path: str,
-        label_column: str = "label",
-        feature_columns: Sequence[str] | None = None,
-        id_column: str | None = None,
-        classes: Sequence[str] | None = None,
-    ) -> None:
-        self.path = Path(path)
-        self.label_column = label_column
-        self.feature_columns = list(feature_columns) if feature_columns is not None else None
-        self.id_column = id_column
-        self.classes = [str(c) for c in classes] if classes is not None else None
-
-    def _read(self) -> pd.DataFrame:
-        if not self.path.is_file():
-            raise DataError(f"{self.path}: data file not found; set data.source.path")
-        suffix = self.path.suffix.lower()
-        if suffix == ".csv":
-            return pd.read_csv(self.path)
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(self.path)
-        raise DataError(f"{self.path}: unsupported file type {suffix!r}; use .csv or .parquet")
-
-    def load(self) -> RawData:
-        frame = self._read()
-        where = str(self.path)
-        if self.label_column not in frame.columns:
-            raise DataError(
-                f"{where}: no label column {self.label_column!r} (columns: "
-                f"{', '.join(map(str, frame.columns))}); set data.source.label_column"
-            )
-        if self.id_column is not None and self.id_column not in frame.columns:
-            raise DataError(f"{where}: no id column {self.id_column!r}; set data.source.id_column")
-        reserved = {self.label_column, self.id_column}
-        features = self.feature_columns or [c for c in frame.columns if c not in reserved]
-        missing = [c for c in features if c not in frame.columns]
-        if missing:
-            raise DataError(f"{where}: missing feature column(s) {', '.join(missing)}")
-        if not features:
-            raise DataError(f"{where}: no feature columns; set data.source.feature_columns")
-        non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
-        if non_numeric:
-            raise DataError(
-                f"{where}: feature column(s) {', '.join(non_numeric)} are not numeric; encode "
-                "them or leave them out of data.source.feature_columns"
-            )
-        if frame[self.label_column].isna().any():
-            raise DataError(f"{where}: column {self.label_column!r} has missing labels")
-
-        raw_labels = frame[self.label_column].astype(str).to_numpy()
-        class_names = self.classes or sorted(set(raw_labels))
-        index = {name: i for i, name in enumerate(class_names)}
-        unknown = sorted(set(raw_labels) - index.keys())
-        if unknown:
-            raise DataError(
-                f"{where}: label(s) {unknown[:5]} not in data.source.classes {class_names}; "
-                "fix the labels or add the classes"
-            )
-        labels = np.fromiter((index[v] for v in raw_labels), dtype=np.int64, count=len(frame))
-
-        if self.id_column is None:
-            ids = np.arange(len(frame), dtype=np.int64)
-        else:
-            if not pd.api.types.is_integer_dtype(frame[self.id_column]):
-                raise DataError(f"{where}: id column {self.id_column!r} must hold integers")
-            ids = frame[self.id_column].to_numpy(dtype=np.int64)
-        raw = RawData(
-            x=frame[features].to_numpy(dtype=np.float32),
-            labels=labels,
-            ids=ids,
-            class_names=class_names,
-            input_kind="tabular",
-            description=f"{self.path.name}: {len(features)} numeric features",
-        )
-        raw.validate(where)
-        return raw
-
+        return SourceData(train=raw, description=description)

@@ -14,6 +14,9 @@ _EXPORTS = {
     "Classifier": "datamap.models.classifier",
     "MLP": "datamap.models.backbones",
     "SmallCNN": "datamap.models.backbones",
+    "TextBagOfNgrams": "datamap.models.text",
+    "RowAdagrad": "datamap.models.text",
+    "HFTransformer": "datamap.models.hf",
 }
 
 __all__ = sorted(_EXPORTS)

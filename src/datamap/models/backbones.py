@@ -1,4 +1,4 @@
-"""Backbones: ``nn.Module``s mapping an input batch to class logits.
+"""Backbones for numeric inputs ``x``: ``nn.Module``s mapping a tensor batch to class logits.
 
 Each takes ``input_shape`` and ``num_classes`` as keyword arguments, which the classifier
 supplies from the prepared data's ``meta.json``; the config sets only the architecture.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -17,6 +18,8 @@ from datamap.io import ConfigError
 
 class MLP(nn.Module):
     """Flatten, then ``hidden`` Linear-ReLU(-Dropout) layers, then a linear classifier."""
+
+    input_kinds: ClassVar[tuple[str, ...]] = ("image", "tabular")
 
     def __init__(
         self,
@@ -46,6 +49,8 @@ class SmallCNN(nn.Module):
     For image inputs [C, H, W]; 3x3 convolutions with stride 1 keep small images (8x8 digits)
     usable, and pooling after each block halves the resolution while it is above 4.
     """
+
+    input_kinds: ClassVar[tuple[str, ...]] = ("image",)
 
     def __init__(
         self,

@@ -1,0 +1,277 @@
+"""Table files as a source: CSV, TSV, JSON lines or Parquet, one row per example.
+
+The input is one text column, two (sentence pairs such as premise/hypothesis), or numeric
+feature columns. Every mistake in a file stops the prepare stage with one line naming the file,
+the column, the first offending line and the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from datamap.data.prepared import TEXT
+from datamap.data.sources import (
+    RawData,
+    SourceData,
+    check_unique_ids,
+    class_names_of,
+    encode_labels,
+    label_strings,
+    named_paths,
+)
+from datamap.io import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+#: File extension -> format name.
+FORMATS = {".csv": "CSV", ".tsv": "TSV", ".jsonl": "JSON lines", ".parquet": "Parquet"}
+
+
+def read_frame(path: Path, key: str) -> pd.DataFrame:
+    """Read one table file by its extension. CSV/TSV cells are read as strings, verbatim (an
+    empty cell is ""; "NA" stays text), so each column's meaning is decided by its role."""
+    where = f"{path} ({key})"
+    if not path.exists():
+        raise DataError(f"{where}: file not found; set {key} to an existing file")
+    if path.is_dir():
+        raise DataError(f"{where}: is a directory; set {key} to a table file")
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise DataError(f"{where}: unknown file type {suffix or '(none)'!r}; use one of "
+                        f"{', '.join(FORMATS)} (the format is chosen by the extension)")
+    kind = FORMATS[suffix]
+    if path.stat().st_size == 0:
+        raise DataError(f"{where}: the file is empty; it needs a header and one row per example")
+    try:
+        if suffix == ".csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+        elif suffix == ".tsv":  # tab-separated, unquoted (GLUE's layout): a quote is text
+            frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False,
+                                na_filter=False, quoting=csv.QUOTE_NONE)
+        elif suffix == ".jsonl":
+            from pyarrow import json as arrow_json  # typed and fast on large files (SNLI)
+
+            frame = arrow_json.read_json(path).to_pandas()
+        else:
+            frame = pd.read_parquet(path)
+    except Exception as exc:  # each reader raises its own types; all mean "cannot be read"
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"{where}: cannot be read as {kind} ({reason}); check that the file is "
+                        f"valid {kind} or give it the extension of its real format") from exc
+    if len(frame) == 0:
+        raise DataError(f"{where}: no rows; the file needs one row per example")
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def row_name(path: Path, position: int) -> str:
+    """Where row ``position`` (0-based, after any header) is in the file, for messages."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return f"line {position + 2}"  # 1-based, after the header line
+    if suffix == ".jsonl":
+        return f"line {position + 1}"
+    return f"row {position}"
+
+
+class TableSource:
+    """Examples from table files, one row per example.
+
+    Args:
+        train: the training file (required); ``.csv``, ``.tsv``, ``.jsonl`` or ``.parquet``.
+        val, test: optional files of the same layout; a missing one is split off ``train``
+            (seeded, stratified; ``data.split``).
+        control: optional control set(s): one file (named ``control``) or a mapping
+            ``name -> file``; each is evaluated and reported in its own columns.
+        text_columns: one text column, or two for sentence pairs (e.g. premise, hypothesis).
+        feature_columns: numeric feature columns (instead of text); default every column but
+            the label and id columns when no text column is given.
+        label_column: the column of class labels (strings or integers).
+        id_column: a column of unique integer ids; default the row number in the file.
+        classes: the class names in index order; default the sorted distinct training labels.
+        drop_labels: label values whose rows are dropped and counted (SNLI's ``-`` marks pairs
+            without annotator consensus); any other missing or unknown label is an error.
+    """
+
+    def __init__(
+        self,
+        train: str,
+        val: str | None = None,
+        test: str | None = None,
+        control: str | Mapping[str, str] | None = None,
+        text_columns: str | Sequence[str] | None = None,
+        feature_columns: Sequence[str] | None = None,
+        label_column: str = "label",
+        id_column: str | None = None,
+        classes: Sequence[Any] | None = None,
+        drop_labels: Sequence[Any] = (),
+    ) -> None:
+        if isinstance(text_columns, str):
+            text_columns = [text_columns]
+        self.text_columns = list(text_columns) if text_columns is not None else None
+        if self.text_columns is not None and len(self.text_columns) not in (1, 2):
+            raise ConfigError(
+                f"data.source.text_columns must name one text column, or two for sentence "
+                f"pairs, got {self.text_columns}"
+            )
+        if self.text_columns is not None and feature_columns is not None:
+            raise ConfigError("set data.source.text_columns or data.source.feature_columns, "
+                              "not both: text and numeric inputs are different models")
+        self.feature_columns = list(feature_columns) if feature_columns is not None else None
+        self.files = {"train": train, "val": val, "test": test}
+        self.controls = named_paths(control, "control")
+        self.label_column = str(label_column)
+        self.id_column = id_column
+        self.classes = classes
+        self.drop_labels = set(label_strings(drop_labels or []).tolist())
+
+    def load(self) -> SourceData:
+        splits: dict[str, RawData] = {}
+        dropped: dict[str, int] = {}
+        class_names = None
+        for split, file in self.files.items():
+            if file is None:
+                continue
+            raw, dropped[split] = self._load_file(Path(file), f"data.source.{split}",
+                                                  class_names)
+            class_names = class_names or raw.class_names  # the training file's classes
+            splits[split] = raw
+        controls = {}
+        descriptions = {}
+        for name, file in self.controls.items():
+            key = "data.source.control" + (f".{name}" if len(self.controls) > 1 or
+                                           name != "control" else "")
+            controls[name], count = self._load_file(Path(file), key, class_names)
+            descriptions[name] = f"{Path(file).name}: {len(controls[name])} rows" + (
+                f" ({count} dropped for their label)" if count else "")
+        train = splits["train"]
+        kind = "text pairs" if train.text_pair is not None else (
+            "texts" if train.input_kind == TEXT else f"{train.input_shape[0]} numeric features")
+        return SourceData(
+            train=train, val=splits.get("val"), test=splits.get("test"), controls=controls,
+            control_descriptions=descriptions, dropped={k: v for k, v in dropped.items() if v},
+            description=f"{Path(self.files['train']).name}: {kind}",
+        )
+
+    # ------------------------------------------------------------------------------------
+
+    def _load_file(self, path: Path, key: str,
+                   class_names: list[str] | None) -> tuple[RawData, int]:
+        """One file -> its examples (labels on ``class_names`` when given) and the number of
+        rows dropped for their label."""
+        frame = read_frame(path, key)
+        where = str(path)
+        columns = ", ".join(frame.columns)
+        if self.label_column not in frame.columns:
+            raise DataError(f"{where}: no label column {self.label_column!r} (columns: "
+                            f"{columns}); set data.source.label_column")
+        if self.id_column is not None and self.id_column not in frame.columns:
+            raise DataError(f"{where}: no id column {self.id_column!r} (columns: {columns}); "
+                            "set data.source.id_column, or leave it unset to number rows")
+
+        # ids first, from the whole file: dropping rows must not renumber the others
+        ids = self._ids(frame, path)
+        labels = label_strings(frame[self.label_column].tolist())
+        keep = ~np.isin(labels, list(self.drop_labels)) if self.drop_labels else np.ones(
+            len(frame), dtype=bool)
+        n_dropped = int((~keep).sum())
+        positions = np.flatnonzero(keep)
+        if len(positions) == 0:
+            raise DataError(f"{where}: every row's label is in data.source.drop_labels; "
+                            "nothing is left")
+        empty = positions[labels[positions] == ""]
+        if len(empty):
+            raise DataError(
+                f"{where}: {len(empty)} row(s) have no label in column {self.label_column!r} "
+                f"(first at {row_name(path, int(empty[0]))}); fill them in, remove those rows, "
+                "or list the value in data.source.drop_labels"
+            )
+        frame = frame.iloc[positions]
+        labels = labels[positions]
+        ids = ids[positions]
+
+        own = class_names_of(labels, self.classes)
+        raw = RawData(labels=encode_labels(labels, own, where), ids=ids, class_names=own,
+                      origin=where, **self._inputs(frame, path, positions))
+        if class_names is not None:  # a val/test/control file: onto the training classes
+            raw = raw.relabel(class_names, f"the training data ({self.files['train']})")
+        return raw, n_dropped
+
+    def _ids(self, frame: pd.DataFrame, path: Path) -> np.ndarray:
+        if self.id_column is None:
+            return np.arange(len(frame), dtype=np.int64)
+        column = frame[self.id_column]
+        values = pd.to_numeric(column, errors="coerce")
+        bad = values.isna().to_numpy() | (values.to_numpy(dtype=float) % 1 != 0)
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise DataError(
+                f"{path}: id column {self.id_column!r} must hold integers, got "
+                f"{column.iloc[first]!r} at {row_name(path, first)}; fix it, or leave "
+                "data.source.id_column unset to number rows in file order"
+            )
+        ids = values.to_numpy(dtype=np.int64)
+        check_unique_ids(ids, str(path), f"column {self.id_column!r}")
+        return ids
+
+    def _inputs(self, frame: pd.DataFrame, path: Path,
+                positions: np.ndarray) -> dict[str, Any]:
+        """The input columns of the kept rows: texts, or float32 features."""
+        columns = ", ".join(frame.columns)
+        if self.text_columns is not None:
+            missing = [c for c in self.text_columns if c not in frame.columns]
+            if missing:
+                raise DataError(f"{path}: no text column(s) {', '.join(map(repr, missing))} "
+                                f"(columns: {columns}); set data.source.text_columns")
+            texts = [self._texts(frame[c], path, c, positions) for c in self.text_columns]
+            return {"text": texts[0], "text_pair": texts[1] if len(texts) == 2 else None,
+                    "input_kind": TEXT}
+        reserved = {self.label_column, self.id_column}
+        features = self.feature_columns or [c for c in frame.columns if c not in reserved]
+        missing = [c for c in features if c not in frame.columns]
+        if missing:
+            raise DataError(f"{path}: no feature column(s) {', '.join(map(repr, missing))} "
+                            f"(columns: {columns}); set data.source.feature_columns")
+        if not features:
+            raise DataError(f"{path}: no input columns besides the label; set "
+                            "data.source.text_columns or data.source.feature_columns")
+        x = np.empty((len(frame), len(features)), dtype=np.float32)
+        for j, name in enumerate(features):
+            x[:, j] = self._numbers(frame[name], path, name, positions)
+        return {"x": x, "input_kind": "tabular"}
+
+    def _numbers(self, column: pd.Series, path: Path, name: str,
+                 positions: np.ndarray) -> np.ndarray:
+        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            first = int(np.argmax(bad))
+            hint = ("; for a text column set data.source.text_columns instead"
+                    if not pd.api.types.is_numeric_dtype(column) else "")
+            raise DataError(
+                f"{path}: feature column {name!r} has {int(bad.sum())} non-numeric, missing or "
+                f"infinite value(s) (first {column.iloc[first]!r} at "
+                f"{row_name(path, int(positions[first]))}); features must be finite numbers: "
+                f"fix the values or leave the column out of data.source.feature_columns{hint}"
+            )
+        return values.astype(np.float32)
+
+    def _texts(self, column: pd.Series, path: Path, name: str,
+               positions: np.ndarray) -> np.ndarray:
+        values = column.tolist()
+        texts = np.asarray(["" if v is None or (isinstance(v, float) and np.isnan(v)) else
+                            str(v) for v in values], dtype=object)
+        empty = np.flatnonzero([not t.strip() for t in texts.tolist()])
+        if len(empty):
+            raise DataError(
+                f"{path}: {len(empty)} row(s) have an empty text in column {name!r} (first at "
+                f"{row_name(path, int(positions[empty[0]]))}); fill them in or remove those rows"
+            )
+        return texts
