@@ -60,11 +60,11 @@ def sh(*args: str, cwd: Path, check: bool = True, timeout: int = 900,
 
 
 def run_stage(name: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``python -m stages.NAME`` as a user runs it by hand (Hydra app on ``conf/``), in ``cwd``,
-    writing nothing outside ``cwd``."""
+    """``python -m stages.NAME`` on ``conf/`` in ``cwd``, logging to stdout as under DVC (so
+    stderr holds only what a failed stage says), writing nothing outside ``cwd``."""
     return subprocess.run(
         [sys.executable, "-m", f"stages.{name}", "hydra.run.dir=.", "hydra.output_subdir=null",
-         "hydra/job_logging=none", "hydra/hydra_logging=none", *overrides],
+         "hydra/job_logging=stdout", "hydra/hydra_logging=none", *overrides],
         cwd=cwd, env=subprocess_env(PYTHONPATH=str(ROOT)), capture_output=True, text=True,
         timeout=600,
     )

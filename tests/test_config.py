@@ -54,40 +54,108 @@ def test_unknown_override_is_a_config_error():
         compose(ROOT / "conf", overrides=["model=does_not_exist"])
 
 
-@pytest.mark.parametrize("group", sorted(p.name for p in (ROOT / "conf").iterdir() if p.is_dir()))
-def test_every_group_option_composes(group):
-    for option in sorted((ROOT / "conf" / group).glob("*.yaml")):
-        overrides = [f"{group}={option.stem}"]
-        if group == "data" and option.stem == "table":
-            overrides.append("data.source.train=somewhere.csv")
-        if group == "data" and option.stem == "image_folder":
-            overrides.append("data.source.root=somewhere")
-        cfg = compose(ROOT / "conf", overrides=overrides)
-        assert cfg.seed is not None
+def config_options() -> list[tuple[str, str]]:
+    """(group, option) of every option file under conf/ (nested groups as ``data/datamodule``)."""
+    conf = ROOT / "conf"
+    return sorted((path.parent.relative_to(conf).as_posix(), path.stem)
+                  for path in conf.rglob("*.yaml") if path.parent != conf)
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn"])
-def test_models_instantiate_and_run(model):
+def option_inputs(group: str, option: str, tmp_path: Path) -> list[str]:
+    """Overrides that give an option what it needs to build: real files for the own-data
+    sources, a tiny local transformer for model=hf, a CPU for the trainers."""
+    from .helpers import sentiment_frame, write_image_folder, write_tiny_transformer
+
+    if (group, option) == ("data", "table"):
+        sentiment_frame(120).to_csv(tmp_path / "train.csv", index=False)
+        return [f"data.source.train={tmp_path / 'train.csv'}",
+                "data.source.text_columns=[sentence]"]
+    if (group, option) == ("data", "image_folder"):
+        write_image_folder(tmp_path / "images", per_class=20)
+        return [f"data.source.root={tmp_path / 'images'}", "data.source.mode=L"]
+    if (group, option) == ("model", "hf"):
+        folder = write_tiny_transformer(tmp_path / "bert")
+        return [f"model.net.pretrained={folder}", "model.net.local_files_only=true",
+                "model.net.max_length=16"]
+    return []
+
+
+def prepared_for(model: str, tmp_path: Path, digits_prepared: Path) -> Path:
+    """Prepared data a model option reads: digits images, or generated sentences for text."""
+    from datamap.data import TableSource
+    from datamap.data.prepare import prepare
+
+    if model not in ("text_bow", "hf"):
+        return digits_prepared
+    from .helpers import sentiment_frame
+
+    sentiment_frame(120).to_csv(tmp_path / "text.csv", index=False)
+    source = TableSource(train=str(tmp_path / "text.csv"), text_columns=["sentence"])
+    prepare(source.load(), tmp_path / "text", val=0.2, test=0.2, label_noise=0.0, seed=0)
+    return tmp_path / "text"
+
+
+@pytest.mark.parametrize(("group", "option"), config_options())
+def test_every_option_instantiates(group, option, tmp_path, digits_prepared):
+    """Not only composed: every option builds what it configures and that object works, as
+    lightning-hydra-template's config tests do (a config option that composes but cannot be
+    instantiated is what broke the own-data command once)."""
     import torch
 
-    cfg = compose_cfg(f"model={model}")
-    net = instantiate(cfg.model, input_shape=[1, 8, 8], num_classes=10)
-    logits = net(torch.zeros(4, 1, 8, 8))
-    assert logits.shape == (4, 10)
-    optimizer = net.configure_optimizers()
-    assert optimizer is not None
+    from datamap.training import build_loggers, build_trainer, instantiate_group
 
+    # the option as written (compose_cfg would pin the trainer to the CPU)
+    cfg = compose(ROOT / "conf", overrides=["trainer.max_epochs=3", f"{group}={option}",
+                                            *option_inputs(group, option, tmp_path)])
+    top = group.split("/")[0]
+    if group == "data":
+        from datamap.data.prepare import prepare_from_config
+        from datamap.data.prepared import eval_splits
 
-def test_trainer_and_callbacks_instantiate(tmp_path):
-    from datamap.training import instantiate_group
+        prepare_from_config(cfg.data, tmp_path / "prepared", seed=cfg.seed)
+        assert (tmp_path / "prepared" / "train.parquet").is_file()
+        assert "test" in eval_splits(tmp_path / "prepared")
+    elif group in ("data/datamodule", "model"):
+        prepared = prepared_for(option if top == "model" else "mlp", tmp_path, digits_prepared)
+        datamodule = instantiate(cfg.data.datamodule, prepared_dir=str(prepared), seed=0)
+        model = instantiate(cfg.model, input_shape=list(datamodule.input_shape),
+                            num_classes=datamodule.num_classes, input_kind=datamodule.input_kind)
+        datamodule.setup("fit")
+        if top == "model":  # the encoder the backbone asks for
+            datamodule.encoder = model.batch_encoder()
+        batch = next(iter(datamodule.val_dataloader()))
+        with torch.inference_mode():
+            logits = model(batch)
+        assert logits.shape == (len(batch["label"]), datamodule.num_classes)
+        assert model.configure_optimizers() is not None
+    elif top in ("trainer", "experiment"):
+        if option == "gpu" and not torch.cuda.is_available():
+            with pytest.raises(ConfigError, match="trainer=default"):
+                build_trainer(cfg.trainer)
+        else:
+            assert build_trainer(cfg.trainer).max_epochs == cfg.trainer.max_epochs
+    elif top == "dynamics":
+        recorder = instantiate(cfg.dynamics, dirpath=str(tmp_path), seed=0)
+        assert recorder.mode == cfg.dynamics.mode
+    elif top == "callbacks":
+        callbacks = instantiate_group(cfg.callbacks, "callbacks", dirpath=str(tmp_path))
+        assert len(callbacks) == len([c for c in cfg.callbacks.values() if c is not None])
+    elif top == "logger":
+        loggers = build_loggers(cfg.logger, tmp_path)
+        assert len(loggers) == len(cfg.logger)
+    elif top == "cartography":
+        from datamap.interactive import html_options
+        from datamap.scores import region_spec
 
-    cfg = compose_cfg()
-    callbacks = instantiate_group(cfg.callbacks, "callbacks", dirpath=str(tmp_path / "ckpt"))
-    loggers = instantiate_group(cfg.logger, "logger", save_dir=str(tmp_path / "logs"))
-    assert callbacks[0].dirpath == str(tmp_path / "ckpt")
-    assert Path(loggers[0].log_dir) == tmp_path / "logs"
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
-    assert trainer.max_epochs == 3
+        region_spec(cfg.cartography.regions)
+        html_options(cfg.cartography.get("html"))
+    elif top == "selection":
+        from datamap.selection import parse_spec
+
+        for name, spec in cfg.selection.specs.items():
+            parse_spec(name, dict(spec))
+    else:
+        raise AssertionError(f"conf/{group}/{option}.yaml: no check for this group; add one")
 
 
 def test_group_entry_without_target_is_refused():

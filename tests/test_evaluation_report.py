@@ -168,3 +168,62 @@ def test_checkpoint_with_other_classes_is_refused(text_model, tmp_path):
     with pytest.raises(DataError, match="the model has 2 classes but the prepared data has 3"):
         evaluate(model, tmp_path / "prepared", tmp_path / "eval", model_name="model.ckpt")
     assert not (tmp_path / "eval").exists()
+
+
+# ------------------------------------------------------------------ `datamap evaluate`
+
+
+def test_datamap_evaluate_prints_what_the_evaluate_stage_writes(text_model, tmp_path, capsys):
+    from datamap.cli import main
+
+    model, prepared = text_model
+    checkpoint = prepared.parent / "train" / "model.ckpt"
+    stage = evaluate(model, prepared, tmp_path / "eval")
+    code = main(["evaluate", str(checkpoint), "--prepared", str(prepared),
+                 "--json", str(tmp_path / "metrics.json")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    # the same code path: the same numbers, nested as the stage's metrics.json
+    assert json.loads((tmp_path / "metrics.json").read_text()) == stage
+    for label, metrics in (("test", stage["test"]), ("control/control",
+                                                      stage["control"]["control"])):
+        line = next(row for row in out.splitlines() if row.startswith(label + " "))
+        assert f"{metrics['accuracy']:.4f}" in line and f"{metrics['loss']:.4f}" in line
+
+
+def test_datamap_evaluate_on_a_split_file_and_one_control(text_model, capsys):
+    from datamap.cli import main
+
+    _, prepared = text_model
+    checkpoint = prepared.parent / "train" / "model.ckpt"
+    code = main(["evaluate", str(checkpoint), "--prepared", str(prepared), "--data",
+                 "control/control", str(prepared / "val.parquet")])
+    out = capsys.readouterr().out
+    assert code == 0 and "control/control" in out and str(prepared / "val.parquet") in out
+
+
+def test_datamap_evaluate_refuses_in_one_line(text_model, tmp_path, capsys):
+    from datamap.cli import main
+    from datamap.data import TableSource
+    from datamap.data.prepare import prepare
+
+    _, prepared = text_model
+    checkpoint = prepared.parent / "train" / "model.ckpt"
+    # same number of classes, other names: the checkpoint knows its class names
+    frame = sentiment_frame(90).assign(label=["yes", "no"] * 45)
+    frame.to_csv(tmp_path / "other.csv", index=False)
+    source = TableSource(train=str(tmp_path / "other.csv"), text_columns=["sentence"])
+    prepare(source.load(), tmp_path / "prepared", val=0.2, test=0.2, label_noise=0.0, seed=0)
+    cases = [
+        (["--prepared", str(tmp_path / "prepared"), "--data", "test"],
+         "the model's classes (negative, positive) are not the prepared data's"),
+        (["--prepared", str(prepared), "--data", "control/nope"],
+         "has no such control set (it has control/control)"),
+        (["--prepared", str(prepared), "--data", "nowhere.parquet"],
+         "not a split name"),
+    ]
+    for extra, fragment in cases:
+        code = main(["evaluate", str(checkpoint), *extra])
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and fragment in lines[0], err

@@ -166,6 +166,61 @@ def _register_scores_commands(sub: argparse._SubParsersAction) -> None:
 _EXTRA_COMMANDS.append(_register_scores_commands)
 
 
+# --------------------------------------------------------------------------------------------
+# reload a checkpoint and evaluate it (datamap.evaluation)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from datamap.evaluation import evaluate_checkpoint
+    from datamap.io import write_json
+
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.prepared,
+                                  batch_size=args.batch_size)
+    rows = []
+
+    def walk(node: dict, label: str) -> None:
+        if "accuracy" in node:
+            rows.append((label, node))
+            return
+        for key, child in node.items():
+            walk(child, f"{label}/{key}" if label else key)
+
+    walk(metrics, "")
+    width = max(len(label) for label, _ in rows)
+    print(f"{args.checkpoint} on {args.prepared}:")
+    print(f"{'data':<{width}}  {'n':>7}  {'accuracy':>8}  {'macro_f1':>8}  {'loss':>8}")
+    for label, m in rows:
+        print(f"{label:<{width}}  {m['n']:>7}  {m['accuracy']:>8.4f}  {m['macro_f1']:>8.4f}  "
+              f"{m['loss']:>8.4f}")
+    if args.json:
+        write_json(args.json, metrics)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _register_evaluate_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="reload a model.ckpt and print its accuracy, macro-F1 and loss on some data",
+        description="Reload a checkpoint of the train or retrain stage (its model config and "
+        "class names travel inside it) and evaluate it with the evaluate stage's code.",
+    )
+    p.add_argument("checkpoint", help="a model.ckpt, e.g. data/retrain/full/model.ckpt")
+    p.add_argument("--data", nargs="+", default=["test", "control"], metavar="DATA",
+                   help="test, val, train, control (every control set), control/NAME, or a "
+                   "Parquet file of the prepared-split contract (default: test control)")
+    p.add_argument("--prepared", default="data/prepared",
+                   help="the prepared data (class names, control sets); default data/prepared")
+    p.add_argument("--batch-size", type=int, default=512,
+                   help="evaluation batch size (the evaluate stage uses "
+                   "data.datamodule.eval_batch_size, 512)")
+    p.add_argument("--json", metavar="OUT", help="also write the metrics as JSON")
+    p.set_defaults(func=_evaluate)
+
+
+_EXTRA_COMMANDS.append(_register_evaluate_command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)

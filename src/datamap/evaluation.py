@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from datamap.data.prepared import eval_splits, read_meta, read_split_file, split_path
+from datamap.data.prepared import SPLITS, eval_splits, read_meta, read_split_file, split_path
 from datamap.io import DataError, atomic_path, write_json, write_parquet
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,21 @@ def classification_metrics(
 
 
 def check_model_fits(model: Any, meta: dict[str, Any], where: str) -> None:
-    """Refuse a model trained on other data: another number of classes or input kind."""
+    """Refuse a model trained on other data: another number of classes, other class names
+    (when the checkpoint records them) or another input kind."""
     classes = int(meta["num_classes"])
     if int(model.num_classes) != classes:
         raise DataError(
             f"{where}: the model has {model.num_classes} classes but the prepared data has "
             f"{classes} ({', '.join(meta['class_names'][:10])}); the checkpoint belongs to "
             "other data: retrain it (dvc repro) or evaluate it on its own data"
+        )
+    names = getattr(model, "class_names", None)
+    if names is not None and list(names) != list(meta["class_names"]):
+        raise DataError(
+            f"{where}: the model's classes ({', '.join(names[:10])}) are not the prepared data's "
+            f"({', '.join(meta['class_names'][:10])}) in the same order; the checkpoint belongs "
+            "to other data: retrain it (dvc repro) or evaluate it on its own data"
         )
     kind = getattr(model, "input_kind", None)
     if kind is not None and kind != meta.get("input_kind"):
@@ -144,6 +153,57 @@ def split_metrics(model: Any, prepared_dir: str | os.PathLike, split: str) -> di
     """:func:`classification_metrics` of ``model`` on one split of the prepared data (``val``,
     ``test``, ``control/<name>``), computed exactly as the evaluate stage computes them."""
     return evaluate_split(model, split_path(prepared_dir, split)).metrics
+
+
+def resolve_eval_sets(prepared_dir: str | os.PathLike, names: Sequence[str]
+                      ) -> list[tuple[tuple[str, ...], Path]]:
+    """What ``datamap evaluate --data`` names, as (metrics key path, split file) pairs.
+
+    ``test``/``val``/``train``: that prepared split; ``control``: every control set;
+    ``control/<name>``: one control set; anything else: a Parquet file of the prepared-split
+    contract (e.g. a split of the same data prepared elsewhere)."""
+    found: list[tuple[tuple[str, ...], Path]] = []
+    for name in names:
+        if name in SPLITS:
+            found.append(((name,), split_path(prepared_dir, name)))
+        elif name == "control" or name.startswith("control/"):
+            controls = [s for s in eval_splits(prepared_dir) if s.startswith("control/")]
+            wanted = controls if name == "control" else [name]
+            unknown = [w for w in wanted if w not in controls]
+            if not controls or unknown:
+                have = ", ".join(controls) or "none"
+                raise DataError(f"--data {name}: {prepared_dir} has no such control set (it has "
+                                f"{have}); name one of them or a split file")
+            found.extend(((("control", w.split("/", 1)[1])), split_path(prepared_dir, w))
+                         for w in wanted)
+        else:
+            path = Path(name)
+            if not path.is_file():
+                raise DataError(f"--data {name}: not a split name (test, val, train, control, "
+                                "control/<name>) nor an existing Parquet file")
+            found.append(((str(path),), path))
+    return found
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, names: Sequence[str],
+                        prepared_dir: str | os.PathLike, *,
+                        batch_size: int = 512) -> dict[str, Any]:
+    """Reload a ``model.ckpt`` and evaluate it on the sets ``names`` (see
+    :func:`resolve_eval_sets`) exactly as the evaluate stage does; returns the metrics nested
+    as in the stage's ``metrics.json`` (``{"test": {...}, "control": {name: {...}}}``)."""
+    from datamap.models.checkpoint import load_model
+
+    meta = read_meta(prepared_dir)
+    model = load_model(checkpoint)
+    metrics: dict[str, Any] = {}
+    for keys, path in resolve_eval_sets(prepared_dir, names):
+        result = evaluate_split(model, path, meta, batch_size=batch_size,
+                                model_name=str(checkpoint))
+        node = metrics
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = result.metrics
+    return metrics
 
 
 def evaluate(

@@ -50,6 +50,9 @@ def stage(fn: StageFn) -> Callable[[DictConfig], Any]:
     @functools.wraps(fn)
     def task(cfg: DictConfig) -> Any:
         logging.getLogger("datamap").setLevel(logging.INFO)
+        # Library warnings (deprecations in torch/Lightning...) belong in the log like every
+        # other message; stderr carries only the one-line error of a failed stage.
+        logging.captureWarnings(True)
         try:
             return fn(cfg, Layout(Path(".")), Layout(output_root()))
         except Exception as exc:

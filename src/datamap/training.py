@@ -72,6 +72,16 @@ def instantiate_group(
     return objects
 
 
+def build_loggers(group: Mapping[str, Any] | None, log_dir: Path) -> list[Any]:
+    """The ``logger`` group's loggers, each writing under ``log_dir/<its name>`` (so several at
+    once never share files), with MLflow's local file store allowed."""
+    from datamap.tracking import allow_local_stores
+
+    allow_local_stores(group)
+    return instantiate_group(group, "logger", save_dir=str(log_dir / "{name}"),
+                             dir=str(log_dir / "{name}"))
+
+
 def _move_into(staging: Path, out_dir: Path, names: list[str]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
@@ -207,6 +217,28 @@ def check_max_epochs(trainer: Mapping[str, Any]) -> None:
                           "default 1000 epochs); set e.g. trainer.max_epochs=20")
 
 
+def build_trainer(trainer: Mapping[str, Any], **kwargs: Any) -> Any:
+    """Instantiate the ``trainer`` config, refusing in one line a hardware setting this machine
+    cannot meet (``trainer=gpu`` without a GPU, more devices than it has)."""
+    from hydra.utils import instantiate
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return instantiate(trainer, **kwargs)
+    except Exception as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, MisconfigurationException):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        reason = " ".join(str(cause).split())
+        raise ConfigError(
+            f"trainer (accelerator={trainer.get('accelerator')!r}, "
+            f"devices={trainer.get('devices')!r}): {reason} -- pick a trainer this machine can "
+            "run, e.g. trainer=default (accelerator: auto uses a GPU only when there is one)"
+        ) from exc
+
+
 def fit_classifier(
     cfg: DictConfig,
     *,
@@ -236,7 +268,7 @@ def fit_classifier(
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from datamap.callbacks.compose import fit_callbacks, shows_progress
-    from datamap.tracking import RUNS_FILE, allow_local_stores, finish_runs, write_runs
+    from datamap.tracking import RUNS_FILE, finish_runs, write_runs
 
     check_max_epochs(cfg.trainer)
     out_dir = Path(out_dir)
@@ -253,7 +285,8 @@ def fit_classifier(
         log.info("model: %s", cfg.model._target_)
         model = instantiate(cfg.model, input_shape=list(datamodule.input_shape),
                             num_classes=datamodule.num_classes,
-                            input_kind=datamodule.input_kind)
+                            input_kind=datamodule.input_kind,
+                            class_names=list(datamodule.meta["class_names"]))
         ckpt_path = None
         fingerprint = ""
         if checkpoint_dir is None:
@@ -265,10 +298,7 @@ def fit_classifier(
             fingerprint = run_fingerprint(cfg, prepared_dir, train_ids)
             ckpt_path = resume_checkpoint(checkpoint_dir, resume, fingerprint)
             _prepare_checkpoint_dir(checkpoint_dir, ckpt_path, fingerprint)
-        allow_local_stores(cfg.get("logger"))
-        loggers = instantiate_group(cfg.get("logger"), "logger",
-                                    save_dir=str(staging / "logs" / "{name}"),
-                                    dir=str(staging / "logs" / "{name}"))
+        loggers = build_loggers(cfg.get("logger"), staging / "logs")
         all_callbacks = fit_callbacks(
             instantiate_group(cfg.get("callbacks"), "callbacks", dirpath=str(checkpoint_dir)),
             loggers, every_epoch=record_dynamics)
@@ -281,10 +311,10 @@ def fit_classifier(
                                              heldout_dirpath=str(staging / HELDOUT_DIR),
                                              seed=int(cfg.seed), parts_dir=parts))
         all_callbacks.extend(callbacks)
-        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=all_callbacks,
-                                          logger=loggers or False,
-                                          enable_progress_bar=shows_progress(all_callbacks),
-                                          default_root_dir=str(staging))
+        trainer: pl.Trainer = build_trainer(cfg.trainer, callbacks=all_callbacks,
+                                            logger=loggers or False,
+                                            enable_progress_bar=shows_progress(all_callbacks),
+                                            default_root_dir=str(staging))
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         log.info("fit: %d training examples, %s%s", len(datamodule.split("train")),

@@ -68,9 +68,10 @@ class Classifier(pl.LightningModule):
             ``input_shape`` and ``num_classes`` from the prepared data.
         optimizer: a partial optimizer (``_partial_: true``) taking the parameters.
         scheduler: an optional partial LR scheduler taking the optimizer.
-        input_shape, num_classes, input_kind: supplied by the training code from
+        input_shape, num_classes, input_kind, class_names: supplied by the training code from
             ``meta.json``; ``input_kind`` (image, tabular, text) is checked against the
-            backbone's ``input_kinds``.
+            backbone's ``input_kinds``. They are saved in the checkpoint, so a reloaded model
+            knows what its outputs mean and which data it can be evaluated on.
 
     ``training_step`` returns the detached logits with the ids and labels of the batch, so the
     dynamics recorder reads the training forward pass at zero extra compute (the paper's way);
@@ -89,6 +90,7 @@ class Classifier(pl.LightningModule):
         input_shape: Sequence[int] = (),
         num_classes: int = 2,
         input_kind: str | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         # Partials pickle into the checkpoint, so load_from_checkpoint rebuilds the same model.
@@ -101,6 +103,7 @@ class Classifier(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(self.num_classes, average="micro")
         self.val_macro_f1 = MulticlassF1Score(self.num_classes, average="macro")
         self.input_kind = input_kind
+        self.class_names = list(class_names) if class_names is not None else None
 
     def batch_encoder(self) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
         """The backbone's batch encoder, or None when it reads ``x`` as it is."""
