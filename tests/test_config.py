@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from datamap.config import compose, params_text, stale_params, write_params
 from datamap.io import ConfigError
 
-from .helpers import ROOT, compose_cfg
+from .helpers import ROOT
 
 
 def test_params_yaml_is_fresh():
@@ -96,7 +96,7 @@ def prepared_for(model: str, tmp_path: Path, digits_prepared: Path) -> Path:
 
 
 @pytest.mark.parametrize(("group", "option"), config_options())
-def test_every_option_instantiates(group, option, tmp_path, digits_prepared):
+def test_every_option_instantiates(group, option, tmp_path, digits_prepared, monkeypatch):
     """Not only composed: every option builds what it configures and that object works, as
     lightning-hydra-template's config tests do (a config option that composes but cannot be
     instantiated is what broke the own-data command once)."""
@@ -141,6 +141,7 @@ def test_every_option_instantiates(group, option, tmp_path, digits_prepared):
         callbacks = instantiate_group(cfg.callbacks, "callbacks", dirpath=str(tmp_path))
         assert len(callbacks) == len([c for c in cfg.callbacks.values() if c is not None])
     elif top == "logger":
+        monkeypatch.chdir(tmp_path)  # local stores (./mlruns, ./wandb) land in the test's dir
         loggers = build_loggers(cfg.logger, tmp_path)
         assert len(loggers) == len(cfg.logger)
     elif top == "cartography":

@@ -79,6 +79,21 @@ def allow_local_stores(group: Mapping[str, Any] | None) -> None:
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
 
 
+def anchor_local_stores(group: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``logger`` group with a relative MLflow file store (``save_dir: mlruns``) made
+    absolute: MLflow caches one store per tracking URI, so a relative one would silently keep
+    pointing at the first working directory it was used from."""
+    from omegaconf import OmegaConf
+
+    entries = (OmegaConf.to_container(group, resolve=True) if OmegaConf.is_config(group)
+               else dict(group or {}))
+    for conf in entries.values():
+        if (isinstance(conf, dict) and str(conf.get("_target_", "")).endswith("MLFlowLogger")
+                and conf.get("save_dir") and not conf.get("tracking_uri")):
+            conf["save_dir"] = os.path.abspath(conf["save_dir"])
+    return entries
+
+
 def _kind(logger: Any) -> str | None:
     names = {cls.__name__ for cls in type(logger).__mro__}
     for name, kind in (("CSVLogger", "csv"), ("TensorBoardLogger", "tensorboard"),

@@ -75,11 +75,11 @@ def instantiate_group(
 def build_loggers(group: Mapping[str, Any] | None, log_dir: Path) -> list[Any]:
     """The ``logger`` group's loggers, each writing under ``log_dir/<its name>`` (so several at
     once never share files), with MLflow's local file store allowed."""
-    from datamap.tracking import allow_local_stores
+    from datamap.tracking import allow_local_stores, anchor_local_stores
 
     allow_local_stores(group)
-    return instantiate_group(group, "logger", save_dir=str(log_dir / "{name}"),
-                             dir=str(log_dir / "{name}"))
+    return instantiate_group(anchor_local_stores(group), "logger",
+                             save_dir=str(log_dir / "{name}"), dir=str(log_dir / "{name}"))
 
 
 def _move_into(staging: Path, out_dir: Path, names: list[str]) -> None:
