@@ -53,6 +53,7 @@ def stage(fn: StageFn) -> Callable[[DictConfig], Any]:
         # Library warnings (deprecations in torch/Lightning...) belong in the log like every
         # other message; stderr carries only the one-line error of a failed stage.
         logging.captureWarnings(True)
+        _route_lightning_logs()
         try:
             return fn(cfg, Layout(Path(".")), Layout(output_root()))
         except Exception as exc:
@@ -63,6 +64,18 @@ def stage(fn: StageFn) -> Callable[[DictConfig], Any]:
             sys.exit(2)
 
     return task
+
+
+def _route_lightning_logs() -> None:
+    # Lightning gives its loggers their own stderr handler when imported before logging is
+    # configured; hand their messages ("GPU available: ...") to the job's handlers instead.
+    for name in ("pytorch_lightning", "lightning", "lightning_fabric", "lightning.pytorch"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                    handler, logging.FileHandler):
+                logger.removeHandler(handler)
+        logger.propagate = True
 
 
 def selected_specs(cfg: DictConfig) -> list[str]:
