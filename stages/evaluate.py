@@ -1,9 +1,10 @@
-"""evaluate@SPEC: one retrained model on the test set and every control set."""
+"""evaluate@SPEC: one subset's retrained models (one per seed) on the test set and every
+control set; metrics.json gives each metric's mean and standard deviation over the seeds."""
 
 import hydra
 
-from datamap.evaluation import evaluate
-from datamap.models.checkpoint import load_model
+from datamap.evaluation import evaluate_seeds
+from datamap.io import DataError
 from datamap.stage import selected_specs, stage
 
 
@@ -11,9 +12,12 @@ from datamap.stage import selected_specs, stage
 @stage
 def main(cfg, inputs, outputs):
     for spec in selected_specs(cfg):
-        checkpoint = inputs.retrain(spec) / "model.ckpt"
-        evaluate(load_model(checkpoint), inputs.prepared, outputs.eval(spec),
-                 batch_size=int(cfg.data.datamodule.eval_batch_size), model_name=str(checkpoint))
+        checkpoints = inputs.retrained_models(spec)
+        if not checkpoints:
+            raise DataError(f"{inputs.retrain(spec)}: no seed_<s>/model.ckpt; run the retrain "
+                            "stage first")
+        evaluate_seeds(checkpoints, inputs.prepared, outputs.eval(spec),
+                       batch_size=int(cfg.data.datamodule.eval_batch_size))
 
 
 if __name__ == "__main__":

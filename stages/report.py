@@ -1,6 +1,8 @@
-"""report: one comparison table (metrics.json, summary.md, comparison.png) over every spec."""
+"""report: one comparison over every spec -- summary.md, metrics.json, comparison.png and the
+fraction curves (fraction_curves.csv, a DVC plot, and fraction_curves.png)."""
 
 import hydra
+from omegaconf import OmegaConf
 
 from datamap.report import write_report
 from datamap.stage import selected_specs, stage
@@ -9,7 +11,9 @@ from datamap.stage import selected_specs, stage
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
 @stage
 def main(cfg, inputs, outputs):
-    write_report(inputs, outputs.report, selected_specs(cfg))
+    write_report(inputs, outputs.report, selected_specs(cfg),
+                 definitions=OmegaConf.to_container(cfg.selection.all_specs, resolve=True),
+                 baseline=cfg.selection.get("baseline"))
 
 
 if __name__ == "__main__":

@@ -1,27 +1,30 @@
-"""retrain@SPEC: a fresh model trained on one selected subset, with the same model config.
+"""retrain@SPEC: fresh models trained on one selected subset, one per seed of
+``selection.retrain_seeds``, all in this process, with the same model config.
 
-The per-epoch training curves go to ``data/curves/retrain/SPEC.csv`` (a DVC plot).
+Each seed's fit goes to ``data/retrain/SPEC/seed_<seed>/`` (``model.ckpt``, ``metrics.json``,
+``logs/``, ``curves.csv``); their per-epoch mean to ``data/curves/retrain/SPEC.csv`` (a DVC plot).
 """
 
 import hydra
 
-from datamap.callbacks.curves import TrainingCurves
+from datamap.callbacks.curves import TrainingCurves, write_mean_curves
+from datamap.layout import seed_dir
 from datamap.stage import selected_specs, stage
 from datamap.subsets import read_subset_ids
-from datamap.training import fit_classifier
+from datamap.training import fit_seeds
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
 @stage
 def main(cfg, inputs, outputs):
+    seeds = cfg.selection.retrain_seeds
     for spec in selected_specs(cfg):
-        fit_classifier(
-            cfg,
-            prepared_dir=inputs.prepared,
-            out_dir=outputs.retrain(spec),
-            train_ids=read_subset_ids(inputs.subset(spec)),
-            callbacks=[TrainingCurves(outputs.curves / "retrain" / f"{spec}.csv")],
-        )
+        out = outputs.retrain(spec)
+        fit_seeds(cfg, seeds, out_dir=out, media=bool(cfg.selection.retrain_media),
+                  callbacks=lambda seed_out: [TrainingCurves(seed_out / "curves.csv")],
+                  prepared_dir=inputs.prepared, train_ids=read_subset_ids(inputs.subset(spec)))
+        write_mean_curves([out / seed_dir(s) / "curves.csv" for s in seeds],
+                          outputs.curves / "retrain" / f"{spec}.csv")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 import hydra
 
-from datamap.selection import write_subset
-from datamap.stage import selected_specs, stage
+from datamap.selection import spec_key, write_subset
+from datamap.stage import selected_specs, spec_definition, stage
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
@@ -15,9 +15,11 @@ def main(cfg, inputs, outputs):
             inputs.prepared,
             outputs.subset(spec),
             spec,
-            cfg.selection.specs[spec],
+            spec_definition(cfg, spec),
             seed=cfg.seed,
             root=inputs.root,  # ids_file specs name files under data/selections/ of the repo
+            stratify=bool(cfg.selection.get("stratify", False)),
+            key=spec_key(spec, sweep=spec not in (cfg.selection.get("specs") or {})),
         )
 
 

@@ -9,10 +9,17 @@ import pandas as pd
 import pytest
 
 from datamap.data import read_split
-from datamap.evaluation import classification_metrics, evaluate, evaluate_split
-from datamap.io import DataError, write_json
+from datamap.evaluation import (
+    classification_metrics,
+    evaluate,
+    evaluate_seeds,
+    evaluate_split,
+    mean_std,
+    over_seeds,
+)
+from datamap.io import ConfigError, DataError, write_json
 from datamap.layout import Layout
-from datamap.report import collect, markdown_table, write_report
+from datamap.report import CURVE_COLUMNS, collect, markdown_table, spec_order, write_report
 
 from .helpers import compose_cfg, sentiment_frame
 
@@ -36,36 +43,126 @@ def test_absent_class_counts_zero_in_macro_f1():
     assert classification_metrics(labels, logits, 3)["macro_f1"] == pytest.approx(1 / 3)
 
 
-def _fake_results(root, specs, controls=("mnist",)):
+def _split(accuracy, macro_f1=0.8, loss=0.3, n=100):
+    return {"accuracy": accuracy, "macro_f1": macro_f1, "loss": loss, "n": n}
+
+
+def _fake_results(root, specs, controls=("mnist",), seeds=(0, 1, 2), spread=0.01,
+                  missing=()):
+    """Subset summaries and evaluate-stage metrics (through the real over_seeds) of ``specs``:
+    spec i has test accuracy 0.9 - i/10 (+/- ``spread`` over the seeds)."""
     layout = Layout(root)
     for i, spec in enumerate(specs):
         write_json(layout.subset(spec) / "summary.json",
-                   {"n_selected": 10 * (i + 1), "fraction": 0.1 * (i + 1), "flipped_share": 0.05})
-        split = {"accuracy": 0.9 - i / 10, "macro_f1": 0.8, "loss": 0.3, "n": 100}
-        write_json(layout.eval(spec) / "metrics.json",
-                   {"test": split, "control": {name: {**split, "accuracy": 0.5 + j / 10}
-                                               for j, name in enumerate(controls)}})
+                   {"n_selected": 10 * (i + 1), "fraction": 0.1 * (i + 1), "flipped_share": 0.05,
+                    "regions": {"ambiguous": 5 * (i + 1), "easy-to-learn": 5 * (i + 1)},
+                    "missing_classes": list(missing) if i else []})
+        per_seed = {}
+        for j, seed in enumerate(seeds):
+            shift = (j - (len(seeds) - 1) / 2) * spread
+            per_seed[f"seed_{seed}"] = {
+                "test": _split(0.9 - i / 10 + shift),
+                "control": {name: _split(0.5 + k / 10 + shift) for k, name in enumerate(controls)},
+            }
+        write_json(layout.eval(spec) / "metrics.json", over_seeds(per_seed))
     write_json(layout.prepared / "controls" / "index.json",
                {name: {"description": f"the {name} set", "examples": 100} for name in controls})
     return layout
 
 
+def test_mean_and_sample_std_over_seeds():
+    assert mean_std([0.8, 0.9, 1.0]) == {"mean": 0.9, "std": 0.1}
+    assert mean_std([0.7]) == {"mean": 0.7, "std": 0.0}
+    summary = over_seeds({"seed_0": {"test": _split(0.8, n=7), "control": {"m": _split(0.4)}},
+                          "seed_1": {"test": _split(0.6, n=7), "control": {"m": _split(0.2)}}})
+    assert summary["seeds"] == 2 and summary["test"]["n"] == 7
+    assert summary["test"]["accuracy"] == {"mean": 0.7, "std": pytest.approx(0.141421, abs=1e-6)}
+    assert summary["control"]["m"]["accuracy"]["mean"] == pytest.approx(0.3)
+    assert summary["per_seed"]["seed_1"]["test"]["accuracy"] == 0.6
+
+
 def test_report_has_stable_keys_and_all_outputs(tmp_path):
     layout = _fake_results(tmp_path, ["full", "hard_33"])
-    report = write_report(layout, tmp_path / "report", ["full", "hard_33"])
+    report = write_report(layout, tmp_path / "report", ["full", "hard_33"], baseline="full")
     saved = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert saved == report
-    assert set(saved["full"]) == {"n_train", "fraction", "flipped_share", "test", "control"}
+    assert set(saved["full"]) == {"n_train", "fraction", "flipped_share", "seeds",
+                                  "missing_classes", "regions", "test", "control"}
     assert set(saved["full"]["control"]["mnist"]) == {"accuracy", "macro_f1", "loss"}
-    assert saved["hard_33"]["test"]["accuracy"] == pytest.approx(0.8)
+    assert set(saved["full"]["test"]["accuracy"]) == {"mean", "std"}
+    hard = saved["hard_33"]["test"]["accuracy"]
+    assert hard["mean"] == pytest.approx(0.8) and hard["std"] == pytest.approx(0.01)
+    # the difference from the baseline and its standard error sqrt(s1^2/3 + s2^2/3)
+    assert hard["diff"] == pytest.approx(-0.1)
+    assert hard["diff_se"] == pytest.approx(np.sqrt(2 * 0.01**2 / 3), abs=1e-6)
+    assert saved["hard_33"]["regions"] == {"ambiguous": 0.5, "easy_to_learn": 0.5,
+                                           "hard_to_learn": 0.0}
     table = (tmp_path / "report" / "summary.md").read_text()
-    assert "`hard_33`" in table and "0.8000" in table
+    assert "| `hard_33` | 20 | 20% | 50% / 50% / 0% | 5.0% | - |" in table
+    assert "0.800 ± 0.010 (-0.100*)" in table  # 0.1 is far beyond 2 standard errors
     assert "| mnist acc |" in table and "`mnist`: the mnist set" in table
-    png = (tmp_path / "report" / "comparison.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    # deterministic figure bytes
-    write_report(layout, tmp_path / "again", ["full", "hard_33"])
-    assert (tmp_path / "again" / "comparison.png").read_bytes() == png
+    for name in ("comparison.png", "fraction_curves.png"):
+        png = (tmp_path / "report" / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        # deterministic figure bytes
+        write_report(layout, tmp_path / "again", ["full", "hard_33"], baseline="full")
+        assert (tmp_path / "again" / name).read_bytes() == png
+
+
+def test_difference_within_two_standard_errors_is_not_marked(tmp_path):
+    layout = _fake_results(tmp_path, ["full", "a", "b"], spread=0.3)
+    write_report(layout, tmp_path / "report", ["full", "a", "b"], baseline="full")
+    table = (tmp_path / "report" / "summary.md").read_text()
+    assert "(-0.100)" in table and "(-0.200)" in table and "*" not in table.split("|---|")[1]
+
+
+def test_a_single_seed_is_never_marked(tmp_path):
+    layout = _fake_results(tmp_path, ["full", "a"], seeds=(7,))
+    report = write_report(layout, tmp_path / "report", ["full", "a"], baseline="full")
+    assert report["a"]["seeds"] == 1 and report["a"]["test"]["accuracy"]["std"] == 0
+    table = (tmp_path / "report" / "summary.md").read_text()
+    assert "0.800 ± 0.000 (-0.100)" in table
+
+
+def test_report_refuses_an_unknown_baseline(tmp_path):
+    layout = _fake_results(tmp_path, ["full"])
+    with pytest.raises(ConfigError, match="selection.baseline='everything' is not a selection"):
+        write_report(layout, tmp_path / "report", ["full"], baseline="everything")
+
+
+def test_rows_are_grouped_by_criterion_and_fraction():
+    definitions = {"mixed": {"ambiguous": 0.2, "easy_to_learn": 0.1}, "hard_50": {"hard": 0.5},
+                   "ambiguous_25": {"ambiguous": 0.25}, "full": {"random": 1.0},
+                   "hard_10": {"hard": 0.1}, "ambiguous_10": {"ambiguous": 0.1}}
+    assert spec_order(list(definitions), definitions, "full") == [
+        "full", "hard_10", "hard_50", "ambiguous_10", "ambiguous_25", "mixed"]
+    assert spec_order(["b", "a"], {}, None) == ["b", "a"]
+
+
+def test_fraction_curves_keep_criteria_with_two_fractions(tmp_path):
+    specs = ["full", "ambiguous_10", "ambiguous_25", "hard_10", "mixed"]
+    definitions = {"full": {"random": 1.0}, "ambiguous_10": {"ambiguous": 0.1},
+                   "ambiguous_25": {"ambiguous": 0.25}, "hard_10": {"hard_to_learn": 0.1},
+                   "mixed": {"ambiguous": 0.2, "random": 0.1}}
+    layout = _fake_results(tmp_path, specs)
+    write_report(layout, tmp_path / "report", specs, definitions, baseline="full")
+    curves = pd.read_csv(tmp_path / "report" / "fraction_curves.csv")
+    assert list(curves.columns) == list(CURVE_COLUMNS)
+    # hard_to_learn has one fraction, random one (full): no curve; mixed is not one criterion
+    assert set(curves["criterion"]) == {"ambiguous"}
+    assert curves[curves["set"] == "test"]["fraction"].tolist() == [0.1, 0.25]
+    row = curves[(curves["spec"] == "ambiguous_25") & (curves["set"] == "mnist")].iloc[0]
+    saved = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert row["accuracy"] == pytest.approx(saved["ambiguous_25"]["control"]["mnist"]
+                                            ["accuracy"]["mean"])
+    assert row["seeds"] == 3
+
+
+def test_report_names_the_classes_a_subset_lacks(tmp_path):
+    layout = _fake_results(tmp_path, ["full", "tiny"], missing=("0", "6"))
+    report = write_report(layout, tmp_path / "report", ["full", "tiny"], baseline="full")
+    assert report["tiny"]["missing_classes"] == 2 and report["full"]["missing_classes"] == 0
+    assert "| 0, 6 |" in (tmp_path / "report" / "summary.md").read_text()
 
 
 def test_report_refuses_missing_spec(tmp_path):
@@ -74,17 +171,27 @@ def test_report_refuses_missing_spec(tmp_path):
         collect(layout, ["full", "missing"])
 
 
+def test_report_refuses_single_run_metrics(tmp_path):
+    layout = _fake_results(tmp_path, ["full"])
+    write_json(layout.eval("full") / "metrics.json",
+               {"test": _split(0.9), "control": {"mnist": _split(0.5)}})
+    with pytest.raises(DataError, match="mean and std over seeds"):
+        collect(layout, ["full"])
+
+
 def test_markdown_table_one_row_per_spec():
-    perfect = {"accuracy": 1, "macro_f1": 1, "loss": 0}
-    entry = {"n_train": 5, "fraction": 0.5, "test": perfect, "control": {"mnist": perfect}}
+    perfect = {m: {"mean": 1.0, "std": 0.0} for m in ("accuracy", "macro_f1", "loss")}
+    entry = {"n_train": 5, "fraction": 0.5, "seeds": 2, "test": perfect,
+             "regions": dict.fromkeys(("easy_to_learn", "ambiguous", "hard_to_learn"), 0.0),
+             "control": {"mnist": perfect}}
     table = markdown_table({"a": entry, "b": entry})
     assert table.count("\n") == 4 and "n/a" in table
 
 
 def test_report_with_several_control_sets_and_without(tmp_path):
     layout = _fake_results(tmp_path / "two", ["full"], controls=("mnist", "rotated"))
-    report = write_report(layout, tmp_path / "two" / "report", ["full"])
-    assert report["full"]["control"]["rotated"]["accuracy"] == pytest.approx(0.6)
+    report = write_report(layout, tmp_path / "two" / "report", ["full"], baseline="full")
+    assert report["full"]["control"]["rotated"]["accuracy"]["mean"] == pytest.approx(0.6)
     header = (tmp_path / "two" / "report" / "summary.md").read_text()
     assert "| test acc |" in header and "| mnist acc |" in header and "| rotated acc |" in header
     layout = _fake_results(tmp_path / "none", ["full"], controls=())
@@ -146,6 +253,26 @@ def test_evaluate_writes_test_and_control_metrics(text_model, tmp_path):
     assert metrics["test"] == classification_metrics(test.labels, logits, 2)
     confusion = pd.read_csv(tmp_path / "eval" / "confusion" / "control_control.csv")
     assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 40
+
+
+def test_evaluate_seeds_gives_mean_std_and_pools_predictions(text_model, tmp_path):
+    model, prepared = text_model
+    checkpoint = prepared.parent / "train" / "model.ckpt"
+    single = evaluate(model, prepared, tmp_path / "single")
+    metrics = evaluate_seeds({3: checkpoint, 5: checkpoint}, prepared, tmp_path / "eval",
+                             batch_size=16)
+    assert metrics["seeds"] == 2 and set(metrics["per_seed"]) == {"seed_3", "seed_5"}
+    assert metrics["per_seed"]["seed_5"] == single
+    assert metrics["test"]["accuracy"] == {"mean": single["test"]["accuracy"], "std": 0.0}
+    assert metrics["control"]["control"]["n"] == 40
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved == metrics
+    predictions = pd.read_parquet(tmp_path / "eval" / "predictions.parquet")
+    assert sorted(set(predictions["seed"])) == [3, 5]
+    assert len(predictions) == 2 * len(pd.read_parquet(tmp_path / "single" /
+                                                       "predictions.parquet"))
+    confusion = pd.read_csv(tmp_path / "eval" / "confusion" / "control_control.csv")
+    assert len(confusion) == 80  # both seeds' predictions, pooled
 
 
 def test_evaluate_split_on_any_prepared_file(text_model):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from datamap.io import ConfigError, write_text
+from datamap.io import ConfigError, datamap_cause, write_text
 
 
 def compose(
@@ -36,6 +36,9 @@ def compose(
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
+        cause = datamap_cause(exc)  # raised by a datamap resolver (selection.all_specs)
+        if cause is not None:
+            raise cause from None
         raise ConfigError(f"cannot compose {config_dir}: {exc}".replace("\n", " ")) from exc
     return cfg
 

@@ -206,26 +206,13 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, names: Sequence[str],
     return metrics
 
 
-def evaluate(
-    model: Any,
-    prepared_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    batch_size: int = 512,
-    model_name: str = "the model",
-) -> dict[str, Any]:
-    """The evaluate stage: ``model`` on the test set and every control set.
-
-    Writes ``metrics.json`` (``{"test": {...}, "control": {name: {...}}}``),
-    ``predictions.parquet`` (column ``split``: ``test`` or ``control/<name>``) and
-    ``confusion/<split>.csv`` (``actual``/``predicted`` class names, for DVC's confusion plot).
-    """
-    out_dir = Path(out_dir)
-    meta = read_meta(prepared_dir)
-    class_names = np.asarray(meta["class_names"])
+def evaluate_model(model: Any, prepared_dir: str | os.PathLike, meta: dict[str, Any], *,
+                   batch_size: int = 512, model_name: str = "the model",
+                   ) -> tuple[dict[str, Any], pd.DataFrame]:
+    """``model`` on the test set and every control set: (metrics ``{"test": {...}, "control":
+    {name: {...}}}``, predictions with a ``split`` column: ``test`` or ``control/<name>``)."""
     metrics: dict[str, Any] = {"control": {}}
     predictions = []
-    confusions = {}
     for split in eval_splits(prepared_dir):
         result = evaluate_split(model, split_path(prepared_dir, split), meta,
                                 batch_size=batch_size, model_name=model_name)
@@ -234,17 +221,101 @@ def evaluate(
         else:
             metrics["control"][split.split("/", 1)[1]] = result.metrics
         predictions.append(result.predictions.assign(split=split))
-        confusions[confusion_name(split)] = pd.DataFrame({
-            "actual": class_names[result.predictions["label"].to_numpy()],
-            "predicted": class_names[result.predictions["pred"].to_numpy()]})
         log.info("%s: %s", split, result.metrics)
     frame = pd.concat(predictions, ignore_index=True)
-    frame = frame[["split", *(c for c in frame.columns if c != "split")]]
+    return metrics, frame[["split", *(c for c in frame.columns if c != "split")]]
+
+
+def _write_evaluation(out_dir: Path, metrics: dict[str, Any], frame: pd.DataFrame,
+                      class_names: np.ndarray) -> None:
+    """``metrics.json``, ``predictions.parquet`` and one ``confusion/<split>.csv`` per split
+    (every row of ``frame``: all seeds' predictions pooled)."""
     with atomic_path(out_dir / "confusion") as tmp:
         tmp.mkdir()
-        for name, confusion in confusions.items():
-            confusion.to_csv(tmp / name, index=False)
+        for split, rows in frame.groupby("split", sort=True):
+            pd.DataFrame({
+                "actual": class_names[rows["label"].to_numpy()],
+                "predicted": class_names[rows["pred"].to_numpy()],
+            }).to_csv(tmp / confusion_name(str(split)), index=False)
     table = pa.Table.from_pandas(frame, preserve_index=False)
     write_parquet(out_dir / "predictions.parquet", table.replace_schema_metadata(None))
     write_json(out_dir / "metrics.json", metrics)
+
+
+def evaluate(
+    model: Any,
+    prepared_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    batch_size: int = 512,
+    model_name: str = "the model",
+) -> dict[str, Any]:
+    """One model on the test set and every control set.
+
+    Writes ``metrics.json`` (``{"test": {...}, "control": {name: {...}}}``),
+    ``predictions.parquet`` (column ``split``: ``test`` or ``control/<name>``) and
+    ``confusion/<split>.csv`` (``actual``/``predicted`` class names, for DVC's confusion plot).
+    """
+    meta = read_meta(prepared_dir)
+    metrics, frame = evaluate_model(model, prepared_dir, meta, batch_size=batch_size,
+                                    model_name=model_name)
+    _write_evaluation(Path(out_dir), metrics, frame, np.asarray(meta["class_names"]))
     return metrics
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single value), rounded to 6
+    places."""
+    array = np.asarray(values, dtype=np.float64)
+    std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
+    return {"mean": round(float(array.mean()), 6), "std": round(std, 6)}
+
+
+def over_seeds(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per evaluation set and metric, :func:`mean_std` over the seeds' metrics (``per_seed``:
+    ``seed_<s>`` -> ``{"test": {...}, "control": {...}}``); ``n`` stays the set's size."""
+    runs = list(per_seed.values())
+
+    def summarise(sets: list[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {m: mean_std([s[m] for s in sets]) for m in METRICS}
+        out["n"] = sets[0]["n"]
+        return out
+
+    return {
+        "seeds": len(runs),
+        "test": summarise([r["test"] for r in runs]),
+        "control": {name: summarise([r["control"][name] for r in runs])
+                    for name in runs[0]["control"]},
+        "per_seed": per_seed,
+    }
+
+
+def evaluate_seeds(
+    checkpoints: dict[int, Path],
+    prepared_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    batch_size: int = 512,
+) -> dict[str, Any]:
+    """The evaluate stage: each seed's retrained model (``checkpoints``: seed -> model.ckpt)
+    on the test set and every control set.
+
+    Writes ``metrics.json``: ``test.<metric>.mean`` / ``.std`` over the seeds (and
+    ``control.<name>.<metric>...``; ``n`` the set's size, ``seeds`` their number) and each seed's
+    own metrics under ``per_seed.seed_<s>``; ``predictions.parquet`` with a ``seed`` column;
+    ``confusion/<split>.csv`` over every seed's predictions.
+    """
+    from datamap.models.checkpoint import load_model
+
+    meta = read_meta(prepared_dir)
+    per_seed: dict[str, Any] = {}
+    frames = []
+    for seed, checkpoint in checkpoints.items():
+        metrics, frame = evaluate_model(load_model(checkpoint), prepared_dir, meta,
+                                        batch_size=batch_size, model_name=str(checkpoint))
+        per_seed[f"seed_{seed}"] = metrics
+        frames.append(frame.assign(seed=np.int64(seed)))
+    summary = over_seeds(per_seed)
+    _write_evaluation(Path(out_dir), summary, pd.concat(frames, ignore_index=True),
+                      np.asarray(meta["class_names"]))
+    return summary

@@ -5,8 +5,14 @@ dvc.yaml names the same paths; ``tests/test_pipeline_config.py`` checks they agr
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def seed_dir(seed: int) -> str:
+    """The directory of one seed's fit inside a retrain output: ``seed_<seed>``."""
+    return f"seed_{seed}"
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,15 @@ class Layout:
 
     def retrain(self, spec: str) -> Path:
         return self.data / "retrain" / spec
+
+    def retrained_models(self, spec: str) -> dict[int, Path]:
+        """seed -> ``model.ckpt`` of each seed's fit in ``retrain(spec)``, by ascending seed."""
+        found = {}
+        for path in self.retrain(spec).glob("seed_*/model.ckpt"):
+            match = re.fullmatch(r"seed_(-?\d+)", path.parent.name)
+            if match:
+                found[int(match.group(1))] = path
+        return dict(sorted(found.items()))
 
     def eval(self, spec: str) -> Path:
         return self.data / "eval" / spec

@@ -22,6 +22,13 @@ cumulative rounding, k_i = round(F_i * N) - round(F_{i-1} * N) with F_i the runn
 fractions: each k_i is within one of f_i * N (equal to round(f * N) for a single criterion)
 and the groups never add up to more than N.
 
+**Stratified** (``selection.stratify``): each criterion's k_i is shared out over the classes in
+proportion to their sizes in the full training set (largest remainders, ties to the lower
+class), and each class's share is the top of the criterion's ranking among that class's
+remaining examples. A class with too few remaining examples gives its shortfall back to the
+ranking as a whole, so the group still has k_i examples. Classes are the given (training)
+labels, the ones the retrained model learns from.
+
 **A file of ids**, ``{ids_file: data/selections/NAME.csv}``: exactly the examples listed in a
 CSV or Parquet file with an integer ``id`` column (the interactive data map's lasso export).
 The file must lie under ``data/selections/`` -- the select stages depend on that directory, so
@@ -66,9 +73,17 @@ class Criterion:
     fraction: float
 
 
-def parse_spec(spec_name: str, spec: Mapping[str, object]) -> list[Criterion]:
-    """Validate a fractions spec and return its criteria in order."""
-    key = f"selection.specs.{spec_name}"
+def spec_key(spec_name: str, sweep: bool = False) -> str:
+    """The config key that defines a spec, for messages: ``selection.specs.NAME``, or the
+    sweep for a spec it generated."""
+    return f"selection.sweep (spec {spec_name})" if sweep else f"selection.specs.{spec_name}"
+
+
+def parse_spec(spec_name: str, spec: Mapping[str, object],
+               key: str | None = None) -> list[Criterion]:
+    """Validate a fractions spec and return its criteria in order (``key``: where the spec is
+    defined, for messages; default ``selection.specs.<spec_name>``)."""
+    key = key or spec_key(spec_name)
     if not isinstance(spec, Mapping) or not spec:
         raise ConfigError(f"{key} must map criteria to fractions, e.g. {{ambiguous: 0.33}}, "
                           f"or name a file of ids, e.g. {{ids_file: {SELECTIONS_DIR}/x.csv}}")
@@ -246,12 +261,46 @@ def rank_ids(scores: pd.DataFrame, column: str, ascending: bool) -> np.ndarray:
     return scores["id"].to_numpy(np.int64)[positions]
 
 
+def class_quotas(k: int, class_sizes: np.ndarray) -> np.ndarray:
+    """``k`` shared out over classes in proportion to ``class_sizes`` (largest remainders, ties
+    to the lower class index); sums to ``k``."""
+    sizes = np.asarray(class_sizes, dtype=np.float64)
+    exact = k * sizes / sizes.sum()
+    quotas = np.floor(exact).astype(np.int64)
+    short = k - int(quotas.sum())
+    if short:
+        by_remainder = np.lexsort((np.arange(len(sizes)), -(exact - quotas)))
+        quotas[by_remainder[:short]] += 1
+    return quotas
+
+
+def take(order: np.ndarray, k: int, labels: pd.Series | None = None,
+         class_sizes: pd.Series | None = None) -> np.ndarray:
+    """The first ``k`` ids of ``order`` (candidates, best first); with ``labels`` (id -> class)
+    and ``class_sizes`` (class -> size in the full set), stratified: each class's quota
+    (:func:`class_quotas`) from the top of its own candidates, any shortfall filled from the
+    top of the rest. Returned in ``order``'s order."""
+    if labels is None:
+        return order[:k]
+    classes = labels.reindex(order).to_numpy()
+    picked = np.zeros(len(order), dtype=bool)
+    for label, quota in zip(class_sizes.index, class_quotas(k, class_sizes.to_numpy()),
+                            strict=True):
+        positions = np.flatnonzero(classes == label)[:quota]
+        picked[positions] = True
+    shortfall = k - int(picked.sum())
+    if shortfall > 0:
+        picked[np.flatnonzero(~picked)[:shortfall]] = True
+    return order[picked]
+
+
 def select(
     scores: pd.DataFrame, spec_name: str, spec: Mapping[str, object], seed: int,
-    root: str | os.PathLike = ".",
+    root: str | os.PathLike = ".", *, stratify: bool = False, key: str | None = None,
 ) -> pd.DataFrame:
     """Draw the subset described by ``spec`` (fractions, or an ids file relative to the
-    repository ``root``).
+    repository ``root``); ``stratify``: per class, in proportion to the class sizes (by the
+    ``gold`` column); ``key``: where the spec is defined, for messages.
 
     Returns one row per selected example, sorted by id: ``id``, ``group`` (the criterion that
     drew it, ``ids_file`` for a file) and ``rank`` (its position within that group, 0 = first
@@ -260,10 +309,14 @@ def select(
     ids_path = ids_file_path(spec_name, spec, root)
     if ids_path is not None:
         return select_ids(scores, read_ids_file(ids_path, _ids_key(spec_name)), ids_path)
-    criteria = parse_spec(spec_name, spec)
+    criteria = parse_spec(spec_name, spec, key)
     n = len(scores)
     if n == 0:
         raise DataError("the scores table is empty; nothing to select from")
+    labels = class_sizes = None
+    if stratify:
+        labels = pd.Series(scores["gold"].to_numpy(), index=scores["id"].to_numpy(np.int64))
+        class_sizes = labels.value_counts().sort_index()
     taken = np.zeros(0, dtype=np.int64)
     parts = []
     for criterion, k in zip(criteria, group_sizes([c.fraction for c in criteria], n),
@@ -276,13 +329,13 @@ def select(
         else:
             ranked = rank_ids(scores, criterion.column, criterion.ascending)
             order = ranked[~np.isin(ranked, taken)]
-        chosen = order[:k]
+        chosen = take(order, k, labels, class_sizes)
         taken = np.concatenate([taken, chosen])
         parts.append(pd.DataFrame({"id": chosen, "group": criterion.name,
                                    "rank": np.arange(len(chosen), dtype=np.int64)}))
     if not parts:
         raise ConfigError(
-            f"selection.specs.{spec_name} selects no examples (all fractions round to 0 of "
+            f"{key or spec_key(spec_name)} selects no examples (all fractions round to 0 of "
             f"{n}); give it a positive fraction"
         )
     subset = pd.concat(parts, ignore_index=True).sort_values("id", kind="stable")
@@ -291,18 +344,24 @@ def select(
 
 def subset_summary(
     subset: pd.DataFrame, scores: pd.DataFrame, spec_name: str, spec: Mapping[str, object],
-    flipped_ids: np.ndarray | None = None,
+    flipped_ids: np.ndarray | None = None, class_names: list[str] | None = None,
+    stratified: bool = False,
 ) -> dict:
-    """Counts that describe a subset: per group, per region, per class, and label noise."""
+    """Counts that describe a subset: per group, per region, per class, the classes it lacks
+    (by name, from ``class_names``; by index without) and label noise."""
     chosen = scores[scores["id"].isin(subset["id"])]
+    names = class_names or [str(c) for c in sorted(scores["gold"].unique())]
+    present = set(chosen["gold"].astype(int))
     summary = {
         "spec": spec_name,
         "criteria": {str(k): (str(v) if k == IDS_FILE else float(v)) for k, v in spec.items()},
+        "stratified": bool(stratified),
         "n_train": int(len(scores)),
         "n_selected": int(len(subset)),
         "fraction": round(len(subset) / len(scores), 6),
         "groups": {str(k): int(v) for k, v in subset["group"].value_counts().sort_index().items()},
         "classes": {str(k): int(v) for k, v in chosen["gold"].value_counts().sort_index().items()},
+        "missing_classes": [name for index, name in enumerate(names) if index not in present],
     }
     if "region" in chosen.columns:
         summary["regions"] = {str(k): int(v)
@@ -326,31 +385,40 @@ def write_subset(
     spec: Mapping[str, object],
     seed: int,
     root: str | os.PathLike = ".",
+    *,
+    stratify: bool = False,
+    key: str | None = None,
 ) -> dict:
     """Select one subset and write ``ids.parquet`` and ``summary.json`` into ``out_dir``
-    (``root``: the repository, which ids files are relative to)."""
-    from datamap.data.prepared import read_split
+    (``root``: the repository, which ids files are relative to; ``key``: where the spec is
+    defined, for messages)."""
+    from datamap.data.prepared import read_meta, read_split
 
     spec = dict(spec)
     # the spec's own errors first, before the pipeline's inputs are read
     ids_path = ids_file_path(spec_name, spec, root)
     if ids_path is None:
-        parse_spec(spec_name, spec)
+        parse_spec(spec_name, spec, key)
     else:
         listed = read_ids_file(ids_path, _ids_key(spec_name))
     scores = read_parquet(scores_path, required=("id", "gold"), what="scores table",
                           hint="run the cartography stage first").to_pandas()
     if ids_path is None:
-        subset = select(scores, spec_name, spec, seed)
+        subset = select(scores, spec_name, spec, seed, stratify=stratify, key=key)
     else:
         subset = select_ids(scores, listed, ids_path)
     train = read_split(prepared_dir, "train")
     flipped = None
     if train.clean_labels is not None:
         flipped = train.ids[train.labels != train.clean_labels]
-    summary = subset_summary(subset, scores, spec_name, spec, flipped)
+    summary = subset_summary(subset, scores, spec_name, spec, flipped,
+                             class_names=list(read_meta(prepared_dir)["class_names"]),
+                             stratified=stratify and ids_path is None)
     write_subset_dir(out_dir, subset, summary)
     log.info("select %s: %d of %d examples %s", spec_name, summary["n_selected"],
              summary["n_train"], summary["groups"])
+    if summary["missing_classes"]:
+        log.warning("select %s: no example of class(es) %s; the retrained model cannot learn "
+                    "them (selection.stratify=true draws every class)", spec_name,
+                    ", ".join(summary["missing_classes"]))
     return summary
-

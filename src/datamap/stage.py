@@ -81,18 +81,26 @@ def _route_lightning_logs() -> None:
 def selected_specs(cfg: DictConfig) -> list[str]:
     """The selection specs a per-subset stage should process.
 
-    ``+spec=NAME`` (what dvc.yaml passes) picks one; without it, every spec in
-    ``selection.specs``, in order.
+    ``+spec=NAME`` (what dvc.yaml passes) picks one of ``selection.all_specs`` (the hand-written
+    specs and the sweep's, see :mod:`datamap.specs`); without it, every one, in order.
     """
-    specs = cfg.get("selection", {}).get("specs") or {}
+    specs = cfg.get("selection", {}).get("all_specs") or {}
     if not specs:
-        raise ConfigError("selection.specs is empty; define at least one selection spec")
+        raise ConfigError("selection.specs and selection.sweep are empty; define at least one "
+                          "selection spec")
     name = cfg.get("spec")
     if name is None:
         return list(specs)
     if name not in specs:
         raise ConfigError(
-            f"spec={name!r} is not in selection.specs ({', '.join(specs)}); add it to "
-            "conf/selection/ or pick an existing one"
+            f"spec={name!r} is not in selection.specs or the sweep ({', '.join(specs)}); add it "
+            "to conf/selection/ or pick an existing one"
         )
     return [str(name)]
+
+
+def spec_definition(cfg: DictConfig, name: str) -> dict:
+    """The definition of spec ``name`` (from ``selection.all_specs``) as a plain dict."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg.selection.all_specs[name], resolve=True)

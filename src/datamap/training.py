@@ -348,3 +348,42 @@ def fit_classifier(
         return metrics
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def fit_seeds(
+    cfg: DictConfig,
+    seeds: Sequence[int],
+    *,
+    out_dir: str | os.PathLike,
+    media: bool = True,
+    callbacks: Any = lambda seed_out: (),
+    key: str = "selection.retrain_seeds",
+    **fit_args: Any,
+) -> dict[int, dict[str, Any]]:
+    """:func:`fit_classifier` once per seed, in this process (one start-up for all of them),
+    each with ``seed`` set to it, into ``out_dir/seed_<seed>/``. ``out_dir`` is replaced whole
+    when every fit has finished: a failure leaves none of them. ``media`` False drops the media
+    callbacks (:func:`datamap.callbacks.compose.without_media`); ``callbacks(seed_out)`` gives
+    the extra callbacks of the fit writing into ``seed_out``. Returns each seed's metrics."""
+    from datamap.callbacks.compose import without_media
+    from datamap.io import atomic_path
+    from datamap.layout import seed_dir
+
+    seeds = list(seeds) if OmegaConf.is_list(seeds) else seeds
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds or any(
+            isinstance(s, bool) or not isinstance(s, int) for s in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{key} must be a list of distinct integer seeds, e.g. [0, 1, 2], "
+                          f"got {list(seeds) if isinstance(seeds, Sequence) else seeds!r}")
+    cfg = cfg.copy()
+    if not media:
+        cfg.callbacks = without_media(cfg.get("callbacks"))
+    results = {}
+    with atomic_path(out_dir) as staging:
+        for seed in seeds:
+            cfg.seed = int(seed)
+            seed_out = staging / seed_dir(seed)
+            log.info("seed %d (%d of %d)", seed, len(results) + 1, len(seeds))
+            results[int(seed)] = fit_classifier(cfg, out_dir=seed_out,
+                                                callbacks=list(callbacks(seed_out)), **fit_args)
+    return results

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -37,3 +37,25 @@ def shows_progress(callbacks: Sequence[Any]) -> bool:
     from pytorch_lightning.callbacks.progress import ProgressBar
 
     return any(isinstance(callback, ProgressBar) for callback in callbacks)
+
+
+def is_media(target: str) -> bool:
+    """Whether the ``_target_`` ``target`` builds a media callback (a
+    :class:`~datamap.callbacks.media.ValidationMedia`)."""
+    from hydra.utils import get_object
+
+    from datamap.callbacks.media import ValidationMedia
+
+    obj = get_object(target)
+    return isinstance(obj, type) and issubclass(obj, ValidationMedia)
+
+
+def without_media(callbacks: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A callbacks config (name -> entry) without its media callbacks, saying which it drops."""
+    kept = {}
+    for name, conf in (callbacks or {}).items():
+        if isinstance(conf, Mapping) and "_target_" in conf and is_media(str(conf["_target_"])):
+            log.info("%s skipped: no media in this fit (selection.retrain_media=false)", name)
+        else:
+            kept[name] = conf
+    return kept

@@ -70,3 +70,18 @@ class TrainingCurves(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = [dict(r) for r in state_dict.get("rows", [])]
+
+
+def write_mean_curves(paths: list[str | os.PathLike], path: str | os.PathLike) -> None:
+    """The per-epoch mean of several fits' tables (:class:`TrainingCurves` files: the seeds of
+    one retrained subset) as one table with the same columns, written to ``path``. An epoch
+    only some fits reached (early stopping) is the mean over those."""
+    import pandas as pd
+
+    tables = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    mean = tables.groupby("epoch", sort=True).mean().reset_index()
+    lines = [",".join(COLUMNS)]
+    lines += [",".join(_cell(None if pd.isna(row[c]) else (int(row[c]) if c == "epoch"
+                                                          else float(row[c])))
+                       for c in COLUMNS) for _, row in mean.iterrows()]
+    write_text(path, "\n".join(lines) + "\n")

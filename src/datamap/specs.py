@@ -1,0 +1,147 @@
+"""Every selection spec the pipeline runs: the hand-written ones and a sweep's grid, by name.
+
+``selection.sweep`` is a grid of criteria and fractions::
+
+    sweep: {regions: [ambiguous, hard_to_learn, easy_to_learn, random], fractions: [0.1, 0.25]}
+
+Each (criterion, fraction) becomes the spec ``{criterion: fraction}`` named
+``<criterion>_<percent>`` -- ``ambiguous_10``, ``hard_25`` (``hard_to_learn`` and
+``easy_to_learn`` are shortened to ``hard`` and ``easy``, the names the hand-written specs use),
+``aum_12p5`` for 0.125 (a point in a percent is written ``p``). :func:`all_specs` merges them
+after the hand-written ``selection.specs``: a sweep entry whose name is taken by a hand-written
+spec of the same definition is that spec; of another definition, it is refused.
+
+The merge is the OmegaConf resolver ``datamap.all_specs`` (see ``conf/selection/default.yaml``):
+the composed ``params.yaml`` holds ``selection.all_specs`` written out, so the DVC ``foreach``
+stages iterate over it and each stage depends on its own entry only -- a changed fraction
+reruns only the stages of the spec it names. Hydra imports ``hydra_plugins/datamap_resolvers``
+whenever it starts (DVC's composition on ``dvc exp run`` included), which registers it.
+
+This module imports nothing heavy: it runs inside every Hydra start-up.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+#: The resolver's name in ``${datamap.all_specs:${selection.specs},${selection.sweep}}``.
+RESOLVER = "datamap.all_specs"
+#: Short names of the regions in sweep spec names.
+SHORT_NAMES = {"hard_to_learn": "hard", "easy_to_learn": "easy"}
+#: A spec name must be usable as a DVC stage key, a directory and a Hydra key.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_TOLERANCE = 1e-9
+
+
+def _config_error(message: str) -> Exception:
+    from datamap.io import ConfigError  # pyarrow: only on the error path
+
+    return ConfigError(message)
+
+
+def _plain(node: Any) -> Any:
+    """An OmegaConf node as plain Python containers (anything else as it is)."""
+    try:
+        from omegaconf import OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        return node
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def percent_text(fraction: float) -> str:
+    """0.25 -> ``25``, 0.125 -> ``12p5``, 1.0 -> ``100``."""
+    return f"{round(fraction * 100, 6):g}".replace(".", "p")
+
+
+def sweep_name(criterion: str, fraction: float) -> str:
+    """The name of the sweep spec ``{criterion: fraction}``: ``hard_25``."""
+    return f"{SHORT_NAMES.get(criterion, criterion)}_{percent_text(fraction)}"
+
+
+def sweep_specs(sweep: Mapping[str, Any] | None) -> dict[str, dict[str, float]]:
+    """The sweep's grid as named specs, regions outermost, in the order written."""
+    sweep = _plain(sweep)
+    if sweep is None:
+        return {}
+    if not isinstance(sweep, Mapping):
+        raise _config_error(f"selection.sweep must map regions and fractions to lists, e.g. "
+                            f"{{regions: [ambiguous], fractions: [0.1, 0.25]}}, got {sweep!r}")
+    unknown = sorted(set(sweep) - {"regions", "fractions"})
+    if unknown:
+        raise _config_error(f"selection.sweep.{unknown[0]}: unknown key; a sweep has regions "
+                            "and fractions")
+    regions = _list(sweep.get("regions"), "regions")
+    fractions = _list(sweep.get("fractions"), "fractions")
+    for region in regions:
+        if not isinstance(region, str) or not NAME_PATTERN.fullmatch(region):
+            raise _config_error(f"selection.sweep.regions: {region!r} is not a criterion name "
+                                "such as ambiguous, hard_to_learn, easy_to_learn or random")
+    for fraction in fractions:
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+                or not math.isfinite(fraction) or not 0 < fraction <= 1:
+            raise _config_error(f"selection.sweep.fractions: {fraction!r} is not a fraction in "
+                                "(0, 1]")
+    return {sweep_name(r, float(f)): {r: float(f)} for r in regions for f in fractions}
+
+
+def _list(value: Any, key: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _config_error(f"selection.sweep.{key} must be a list, e.g. "
+                            f"{'[ambiguous, random]' if key == 'regions' else '[0.1, 0.25]'}, "
+                            f"got {value!r}")
+    return value
+
+
+def _same_definition(a: Any, b: Mapping[str, float]) -> bool:
+    if not isinstance(a, Mapping) or set(map(str, a)) != set(b):
+        return False
+    return all(isinstance(a[k], (int, float)) and not isinstance(a[k], bool)
+               and abs(float(a[k]) - v) <= _TOLERANCE for k, v in b.items())
+
+
+def all_specs(specs: Mapping[str, Any] | None, sweep: Mapping[str, Any] | None) -> dict:
+    """The hand-written ``specs`` (in order), then the sweep's specs not already among them.
+
+    Refuses a spec name that cannot name a stage or a directory, and a sweep spec whose name a
+    hand-written spec of another definition has taken.
+    """
+    specs = _plain(specs) or {}
+    if not isinstance(specs, Mapping):
+        raise _config_error(f"selection.specs must map spec names to specs, got {specs!r}")
+    for name in specs:
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+            raise _config_error(f"selection.specs.{name}: a spec name may hold letters, digits, "
+                                "_ and - only (it names DVC stages and directories)")
+    merged = dict(specs)
+    for name, spec in sweep_specs(sweep).items():
+        if name not in merged:
+            merged[name] = spec
+        elif not _same_definition(merged[name], spec):
+            ((criterion, fraction),) = spec.items()
+            raise _config_error(
+                f"selection.sweep: {criterion} at {fraction:g} is named {name}, but "
+                f"selection.specs.{name} is {merged[name]}; rename that spec or drop {fraction:g} "
+                "from selection.sweep.fractions"
+            )
+    return merged
+
+
+def _resolve_all_specs(specs: Any, sweep: Any) -> Any:
+    from omegaconf import OmegaConf
+
+    # a DictConfig, not a dict: OmegaConf.resolve (DVC's composition) writes a container only
+    # into a value node when the resolver returns one
+    return OmegaConf.create(all_specs(specs, sweep))
+
+
+def register_resolvers() -> None:
+    """Register :data:`RESOLVER` with OmegaConf (idempotent)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver(RESOLVER):
+        OmegaConf.register_new_resolver(RESOLVER, _resolve_all_specs)
