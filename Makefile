@@ -33,11 +33,14 @@ $(VENV)/.loggers: $(VENV)/.installed
 run: setup
 	$(VENV)/bin/dvc repro
 
+# Two workers (one per core of a small machine), whole files per worker so a file's module
+# fixtures (the reproduced pipeline) are built once.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
 test: setup browser $(VENV)/.loggers
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest $(PYTEST_PARALLEL) --durations=25
 
 test-fast: setup browser $(VENV)/.loggers
-	$(VENV)/bin/pytest -m "not slow"
+	$(VENV)/bin/pytest $(PYTEST_PARALLEL) -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check src stages tests benchmarks
@@ -51,6 +54,7 @@ bench: setup
 	$(PY) benchmarks/bench_html.py
 	$(PY) benchmarks/bench_media.py
 	$(PY) benchmarks/bench_text_bow.py
+	$(PY) benchmarks/bench_sweep.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

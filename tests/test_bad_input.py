@@ -142,8 +142,8 @@ def checkpoint_of_two_classes(root: Path) -> None:
     prepared("numeric")(root)  # three classes
     model = Classifier(net=bind(MLP, hidden=[8]), optimizer=bind(torch.optim.AdamW),
                        input_shape=(4,), num_classes=2, input_kind="tabular")
-    (root / "data" / "retrain" / "full").mkdir(parents=True)
-    save_model(model, root / "data" / "retrain" / "full" / "model.ckpt")
+    (root / "data" / "retrain" / "full" / "seed_0").mkdir(parents=True)
+    save_model(model, root / "data" / "retrain" / "full" / "seed_0" / "model.ckpt")
 
 
 # ------------------------------------------------------------------------------ the catalogue

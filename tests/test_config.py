@@ -104,6 +104,8 @@ def test_every_option_instantiates(group, option, tmp_path, digits_prepared, mon
 
     from datamap.training import build_loggers, build_trainer, instantiate_group
 
+    if group.startswith("hydra/"):
+        return check_hydra_option(group, option)
     # the option as written (compose_cfg would pin the trainer to the CPU)
     cfg = compose(ROOT / "conf", overrides=["trainer.max_epochs=3", f"{group}={option}",
                                             *option_inputs(group, option, tmp_path)])
@@ -157,6 +159,19 @@ def test_every_option_instantiates(group, option, tmp_path, digits_prepared, mon
             parse_spec(name, dict(spec))
     else:
         raise AssertionError(f"conf/{group}/{option}.yaml: no check for this group; add one")
+
+
+def check_hydra_option(group: str, option: str) -> None:
+    """A Hydra setting of ``stages.subset`` (the launchers): composed with ``conf/subset.yaml``
+    and its launcher built (nothing is launched)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base=None):
+        cfg = hydra_compose("subset", overrides=[f"{group}={option}"], return_hydra_config=True)
+    assert group == "hydra/launcher", f"conf/{group}/{option}.yaml: no check for this group"
+    launcher = instantiate(cfg.hydra.launcher)
+    assert type(launcher).__name__ in {"JoblibLauncher", "SlurmLauncher"}, launcher
 
 
 def test_group_entry_without_target_is_refused():

@@ -171,8 +171,8 @@ def config_variants() -> list[dict]:
     conf = ROOT / "conf"
     for option in sorted(conf.rglob("*.yaml")):
         group = option.parent.relative_to(conf).as_posix()
-        if group == ".":
-            continue
+        if group == "." or group.startswith("hydra/"):
+            continue  # Hydra's own settings (launchers): not part of params.yaml
         cfg = compose(conf, overrides=[f"{group}={option.stem}"])
         variants.append(OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False))
     return variants

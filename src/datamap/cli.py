@@ -205,7 +205,7 @@ def _register_evaluate_command(sub: argparse._SubParsersAction) -> None:
         description="Reload a checkpoint of the train or retrain stage (its model config and "
         "class names travel inside it) and evaluate it with the evaluate stage's code.",
     )
-    p.add_argument("checkpoint", help="a model.ckpt, e.g. data/retrain/full/model.ckpt")
+    p.add_argument("checkpoint", help="a model.ckpt, e.g. data/retrain/full/seed_0/model.ckpt")
     p.add_argument("--data", nargs="+", default=["test", "control"], metavar="DATA",
                    help="test, val, train, control (every control set), control/NAME, or a "
                    "Parquet file of the prepared-split contract (default: test control)")
