@@ -8,8 +8,7 @@ modules on first use (see ``datamap.data``).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from datamap import lazy_attributes
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
@@ -24,8 +23,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'datamap.callbacks' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

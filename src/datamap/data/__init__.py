@@ -7,8 +7,7 @@ really runs, which keeps DVC's code dependencies exact.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from datamap import lazy_attributes
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
@@ -28,8 +27,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'datamap.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

@@ -14,8 +14,7 @@ does not import torch or Lightning, and a stage depends only on the modules it r
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from datamap import lazy_attributes
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
@@ -41,8 +40,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'datamap.dynamics' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_attributes(__name__, _EXPORTS)
