@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -118,6 +120,41 @@ def test_resume_true_trains_afresh_when_it_cannot_resume(digits_prepared, uninte
     assert (out / "model.ckpt").read_bytes() != (uninterrupted / "model.ckpt").read_bytes()
     frame = pq.read_table(out / "dynamics.parquet")
     assert sorted(set(frame.column("epoch").to_pylist())) == [0, 1, 2, 3]
+
+
+def test_checkpoints_do_not_depend_on_where_the_repository_is(digits_prepared, uninterrupted,
+                                                              tmp_path, monkeypatch):
+    """The train stage's checkpoint directory is a DVC out: two clones at different paths must
+    write the same bytes, and a directory restored in another clone must resume there."""
+    cfg = compose_cfg(*OVERRIDES)
+    for clone in ("a", "b/deeper"):
+        (tmp_path / clone).mkdir(parents=True)
+        monkeypatch.chdir(tmp_path / clone)
+        train(cfg, digits_prepared, Path("train"), Path("checkpoints"))
+    a, b = tmp_path / "a" / "checkpoints", tmp_path / "b" / "deeper" / "checkpoints"
+    names = sorted(p.name for p in a.iterdir())
+    assert "last.ckpt" in names and sorted(p.name for p in b.iterdir()) == names
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    state = torch.load(a / "last.ckpt", weights_only=False)["callbacks"]
+    saved = next(v for k, v in state.items() if k.startswith("ModelCheckpoint"))
+    assert saved["dirpath"] == "checkpoints"
+    assert saved["last_model_path"] == "checkpoints/last.ckpt"
+    assert all(path.startswith("checkpoints/epoch_") for path in saved["best_k_models"])
+
+    # crash in one clone, move the checkout, resume in the new place
+    (tmp_path / "c").mkdir()
+    monkeypatch.chdir(tmp_path / "c")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, digits_prepared, Path("train"), Path("checkpoints"), callbacks=[Crash()])
+    monkeypatch.chdir(tmp_path)
+    shutil.move(tmp_path / "c", tmp_path / "moved")
+    monkeypatch.chdir(tmp_path / "moved")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="The dirpath has changed")
+        train(cfg, digits_prepared, Path("train"), Path("checkpoints"), resume=True)
+    for name in FILES:
+        assert (Path("train") / name).read_bytes() == (uninterrupted / name).read_bytes(), name
 
 
 def test_explicit_resume_refuses_missing_or_foreign_checkpoints(digits_prepared, tmp_path):

@@ -143,3 +143,24 @@ def with_metadata(table: pa.Table, meta: Mapping[str, Any]) -> pa.Table:
     """Attach ``meta`` as JSON under the ``datamap`` schema-metadata key (sorted, deterministic)."""
     encoded = json.dumps(dict(meta), sort_keys=True).encode()
     return table.replace_schema_metadata({b"datamap": encoded})
+
+
+def portable_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the working directory when it lies below it, else absolute.
+
+    For paths stored inside artifacts (checkpoint states): the stages run from the repository
+    root, so a stored ``data/train/checkpoints/last.ckpt`` makes the same bytes in every clone,
+    where an absolute path would change the artifact -- and DVC's hash -- with the checkout's
+    location.
+    """
+    absolute = Path(os.path.realpath(path))
+    try:
+        return absolute.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(absolute)
+
+
+def local_path(stored: str) -> str:
+    """A path stored by :func:`portable_path`, absolute again (relative to the working directory,
+    resolved as Lightning resolves its checkpoint directory)."""
+    return os.path.realpath(stored)

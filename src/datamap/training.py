@@ -268,6 +268,7 @@ def fit_classifier(
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from datamap.callbacks.compose import fit_callbacks, shows_progress
+    from datamap.callbacks.portable import PortableCheckpointPaths
     from datamap.tracking import RUNS_FILE, finish_runs, write_runs
 
     check_max_epochs(cfg.trainer)
@@ -309,7 +310,10 @@ def fit_classifier(
             (staging / HELDOUT_DIR).mkdir()
             all_callbacks.append(instantiate(cfg.dynamics, dirpath=str(staging),
                                              heldout_dirpath=str(staging / HELDOUT_DIR),
-                                             seed=int(cfg.seed), parts_dir=parts))
+                                             seed=int(cfg.seed), parts_dir=parts,
+                                             run_token=fingerprint[:32] or None))
+        # checkpoints store paths relative to the repository: the same bytes in every clone
+        all_callbacks.append(PortableCheckpointPaths())
         all_callbacks.extend(callbacks)
         trainer: pl.Trainer = build_trainer(cfg.trainer, callbacks=all_callbacks,
                                             logger=loggers or False,

@@ -105,6 +105,9 @@ class DynamicsRecorder(pl.Callback):
             stage's checkpoint directory); None to carry them inside the checkpoint instead.
         heldout_dirpath: where ``dynamics_<split>.parquet`` of the held-out splits go (default:
             ``dirpath``).
+        run_token: ties part files and checkpoints to one run: the caller's fingerprint of the
+            run's configuration (a run of the same configuration writes the same parts, so
+            checkpoints come out byte-identical, as DVC's cache needs); None: a random token.
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class DynamicsRecorder(pl.Callback):
         seed: int | None = None,
         parts_dir: str | os.PathLike | None = None,
         heldout_dirpath: str | os.PathLike | None = None,
+        run_token: str | None = None,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -155,7 +159,8 @@ class DynamicsRecorder(pl.Callback):
         self._epochs: dict[str, list[resume.Part]] = {s: [] for s in self.splits}
         self._done: dict[str, int] = {s: 0 for s in self.splits}
         self._expected: dict[str, np.ndarray] = {}
-        self._token = uuid.uuid4().hex  # ties part files to this run (not from the seeded RNG)
+        # ties part files to this run (a random one: not from the seeded RNG)
+        self._token = str(run_token) if run_token else uuid.uuid4().hex
         self._restored: dict[str, Any] | None = None
         self._loaders: dict[str, torch.utils.data.DataLoader] = {}
         self._checked_loader = False

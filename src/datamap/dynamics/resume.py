@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from datamap.io import ConfigError, DataError
+from datamap.io import ConfigError, DataError, portable_path
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +101,17 @@ def remove_parts(root: Path, split: str, first_epoch: int = 0) -> None:
 def checkpoint_state(*, token: str, config: Mapping[str, Any], done: Mapping[str, int],
                      parts_dir: Path | None, epochs: Mapping[str, list[Part]] | None
                      ) -> dict[str, Any]:
-    """The recorder's ``state_dict``: the index of the completed epochs (``parts_dir``: the
-    absolute path of their part files), the RNG states, and -- given ``epochs`` (no part
-    files) -- the epochs' arrays themselves."""
+    """The recorder's ``state_dict``: the index of the completed epochs (``parts_dir``: where
+    their part files are, relative to the working directory when below it), the RNG states,
+    and -- given ``epochs`` (no part files) -- the epochs' arrays themselves."""
     state: dict[str, Any] = {
         "format": STATE_FORMAT,
         "token": token,
         "config": dict(config),
         "epochs": dict(done),
         "rng": rng_states(),
-        "parts_dir": str(parts_dir) if parts_dir is not None else None,
+        # relative to the working directory when below it: the same bytes in every clone
+        "parts_dir": portable_path(parts_dir) if parts_dir is not None else None,
     }
     if epochs is not None:
         state["arrays"] = {split: [{k: torch.from_numpy(np.ascontiguousarray(v))

@@ -1,0 +1,55 @@
+"""Lightning checkpoints whose bytes do not depend on where the repository is checked out.
+
+``ModelCheckpoint`` keeps absolute paths in its state (its directory, the best, k-th best and
+last checkpoints), and every saved checkpoint carries that state. The train stage's persistent
+``data/train/checkpoints`` is a DVC out, so absolute paths would give it another hash in every
+clone (and ``dvc.lock`` would change after ``dvc repro`` in a fresh clone). This callback stores
+those paths relative to the working directory (the repository root under DVC) and makes them
+absolute again when a checkpoint is loaded to resume, before ``ModelCheckpoint`` reads them:
+a checkpoint directory restored from DVC's cache in another clone then resumes there too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+
+from datamap.io import local_path, portable_path
+
+#: The path-valued entries of ``ModelCheckpoint.state_dict()``.
+PATH_KEYS = ("dirpath", "best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def _convert(state: Mapping[str, Any], convert: Callable[[str], str]) -> dict[str, Any]:
+    """A copy of a ModelCheckpoint state with its paths converted (never the live dicts:
+    ``best_k_models`` is the callback's own object)."""
+    state = dict(state)
+    for key in PATH_KEYS:
+        if state.get(key):
+            state[key] = convert(state[key])
+    if isinstance(state.get("best_k_models"), Mapping):
+        state["best_k_models"] = {convert(path): score
+                                  for path, score in state["best_k_models"].items()}
+    return state
+
+
+def _model_checkpoint_states(checkpoint: dict[str, Any]) -> list[str]:
+    """The keys of the ModelCheckpoint states in a checkpoint's ``callbacks`` entry."""
+    return [key for key, state in checkpoint.get("callbacks", {}).items()
+            if key.startswith("ModelCheckpoint") and isinstance(state, Mapping)]
+
+
+class PortableCheckpointPaths(pl.Callback):
+    """Stores ``ModelCheckpoint``'s paths relative to the working directory (see the module)."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        for key in _model_checkpoint_states(checkpoint):
+            checkpoint["callbacks"][key] = _convert(checkpoint["callbacks"][key], portable_path)
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        for key in _model_checkpoint_states(checkpoint):
+            checkpoint["callbacks"][key] = _convert(checkpoint["callbacks"][key], local_path)
