@@ -104,6 +104,8 @@ def main() -> None:
     seconds = time.perf_counter() - start
     stages = re.findall(r"Running stage '([^']+)'", output)
     retrains = sum(s.startswith("retrain@") for s in stages)
+    # the stages that import torch and Lightning (select and report do not)
+    heavy = sum(s.startswith(("retrain@", "evaluate@")) for s in stages)
     table = (repo / "data" / "report" / "summary.md").read_text()
 
     grid = [f"{short}_{percent}" for short in ("ambiguous", "hard", "easy", "random")
@@ -130,7 +132,8 @@ def main() -> None:
         f"- `dvc repro` after cartography: **{seconds:.0f} s** ({seconds / 60:.1f} min) for "
         f"{len(stages)} stages: {retrains} `retrain` stages (3 seeds each, "
         f"{3 * retrains} fits), as many `select` and `evaluate` stages, and the report "
-        f"(about {len(stages) * startup_seconds / 60:.0f} min of it start-up).",
+        f"(about {heavy * startup_seconds / 60:.0f} min of it the start-up of its {heavy} "
+        f"`retrain` and `evaluate` processes).",
         "",
         f"- `python -m stages.subset -m hydra/launcher=parallel +spec=<the 16 grid specs>`: "
         f"**{multirun_seconds:.0f} s** ({multirun_seconds / 60:.1f} min) for 48 fits and their "

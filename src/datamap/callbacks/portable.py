@@ -35,10 +35,12 @@ def _convert(state: Mapping[str, Any], convert: Callable[[str], str]) -> dict[st
     return state
 
 
-def _model_checkpoint_states(checkpoint: dict[str, Any]) -> list[str]:
-    """The keys of the ModelCheckpoint states in a checkpoint's ``callbacks`` entry."""
-    return [key for key, state in checkpoint.get("callbacks", {}).items()
-            if key.startswith("ModelCheckpoint") and isinstance(state, Mapping)]
+def _model_checkpoint_states(trainer: pl.Trainer, checkpoint: dict[str, Any]) -> list[str]:
+    """The keys under which the trainer's ModelCheckpoint callbacks (subclasses included) keep
+    their states in a checkpoint's ``callbacks`` entry."""
+    states = checkpoint.get("callbacks", {})
+    return [callback.state_key for callback in trainer.checkpoint_callbacks
+            if callback.state_key in states]
 
 
 class PortableCheckpointPaths(pl.Callback):
@@ -46,10 +48,10 @@ class PortableCheckpointPaths(pl.Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
-        for key in _model_checkpoint_states(checkpoint):
+        for key in _model_checkpoint_states(trainer, checkpoint):
             checkpoint["callbacks"][key] = _convert(checkpoint["callbacks"][key], portable_path)
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
-        for key in _model_checkpoint_states(checkpoint):
+        for key in _model_checkpoint_states(trainer, checkpoint):
             checkpoint["callbacks"][key] = _convert(checkpoint["callbacks"][key], local_path)
