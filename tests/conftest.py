@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,21 @@ for var, value in {
     "GIT_COMMITTER_NAME": "datamap tests", "GIT_COMMITTER_EMAIL": "tests@datamap.invalid",
 }.items():
     os.environ.setdefault(var, value)
+# The stages that `dvc repro` runs in the tests hand their commands to preload servers of the
+# tests' own (datamap.preload): stopped when the session ends, idle ones gone sooner.
+os.environ.setdefault("DATAMAP_PRELOAD_DIR",
+                      str(Path(tempfile.gettempdir()) / f"datamap-preload-tests-{os.getuid()}"))
+os.environ.setdefault("DATAMAP_PRELOAD_IDLE", "30")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_preload_servers():
+    """Stop the tests' preload servers at the end (another worker's stage that is running
+    finishes; a stage that starts later runs on its own or starts a new server)."""
+    yield
+    from datamap.preload import socket_dir, stop_servers
+
+    stop_servers(socket_dir())
 
 
 @pytest.fixture(scope="session")

@@ -129,6 +129,23 @@ def test_forced_rerun_is_byte_identical(repo):
     assert json.loads(status) == {}, status
 
 
+def test_stages_give_the_same_bytes_with_and_without_the_preload_server(repo):
+    """The pipeline's `dvc repro` handed its stages to a preload server (DVC sets DVC_STAGE);
+    forced to run again each in a process of its own, they write the same bytes."""
+    from datamap.preload import socket_dir
+
+    logs = [json.loads(line) for log in socket_dir().glob("*.sock.log")
+            for line in log.read_text().splitlines()]
+    served = {entry["stage"] for entry in logs if entry["cwd"] == str(repo)}
+    targets = ["select@ambiguous_25", "retrain@ambiguous_25", "evaluate@ambiguous_25", "report"]
+    assert set(targets) <= served, f"the server ran only {sorted(served)}"
+    lock = (repo / "dvc.lock").read_text()
+    result = sh("dvc", "repro", "-f", "-s", *targets, cwd=repo, DATAMAP_PRELOAD="0")
+    assert stages_run(result.stdout) == set(targets)
+    assert (repo / "dvc.lock").read_text() == lock
+    assert json.loads(sh("dvc", "status", "--json", cwd=repo).stdout) == {}
+
+
 def test_queued_experiments_over_a_fraction_reuse_train(repo):
     # the README's queue recipe: two experiments that differ only in one fraction; each reruns
     # only that spec's stages and the report (prepare, train, cartography come from the cache)

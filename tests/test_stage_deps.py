@@ -77,7 +77,7 @@ def with_parents(module: str) -> list[str]:
 @functools.cache
 def direct_imports(path: Path) -> frozenset[str]:
     """datamap modules a source file imports anywhere in its body."""
-    if path.name == "__init__.py":
+    if path.name == "__init__.py" and SRC in path.parents:
         package = ".".join(path.parent.relative_to(SRC).parts)
     else:
         package = ".".join(path.parent.relative_to(SRC).parts) if SRC in path.parents else ""
@@ -231,6 +231,21 @@ def test_deps_list_no_module_the_stage_does_not_run(stage):
         f"stage {stage['name']} lists {', '.join(extra)} in its deps but never runs that "
         "code: remove it so that changing it does not rerun the stage"
     )
+
+
+def test_the_stage_package_runs_the_launcher_and_nothing_that_computes():
+    # stages/__init__.py runs in every stage process before the stage script: it hands the
+    # command to the preload server (datamap.preload), which decides where a stage runs, never
+    # what it computes -- the same bytes either way, tested in test_pipeline_e2e.py -- so, like
+    # the interpreter and DVC themselves, it is not a dependency of the stages' results. That
+    # holds only while it imports no other datamap code than the package itself (whose
+    # __init__ and io module every stage lists anyway).
+    executed = closure(set(), [ROOT / "stages" / "__init__.py"])
+    assert executed == {module_file(m) for m in ("datamap", "datamap.io", "datamap.preload")}
+    assert direct_imports(module_file("datamap.preload")) == frozenset()
+    for stage in STAGES:
+        assert {"src/datamap/__init__.py", "src/datamap/io.py"} <= set(stage["deps"]), (
+            stage["name"])
 
 
 def test_the_import_analysis_sees_lazy_and_function_level_imports():
