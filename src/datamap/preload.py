@@ -214,12 +214,13 @@ def start_server(path: Path) -> None:
     import subprocess
 
     directory = path.parent
-    directory.mkdir(mode=0o700, exist_ok=True)
-    subprocess.Popen(
-        [sys.executable, "-m", "datamap.preload", "serve", str(path)],
-        cwd=directory, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=open(f"{path}.err", "ab"), start_new_session=True, close_fds=True,
-    )
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(f"{path}.err", "ab") as errors:
+        subprocess.Popen(
+            [sys.executable, "-m", "datamap.preload", "serve", str(path)],
+            cwd=directory, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=errors, start_new_session=True, close_fds=True,
+        )
 
 
 # ------------------------------------------------------------------------------ the server
@@ -306,9 +307,11 @@ def serve(path: Path) -> None:
 def _reaped(children: set[int]) -> set[int]:
     done = set()
     for pid in children:
-        with contextlib.suppress(ChildProcessError):
+        try:
             if os.waitpid(pid, os.WNOHANG)[0]:
                 done.add(pid)
+        except ChildProcessError:  # already reaped
+            done.add(pid)
     return done
 
 
@@ -318,18 +321,21 @@ def _receive(connection: socket.socket) -> tuple[dict[str, Any] | None, list[int
     message, fds, _, _ = socket.recv_fds(connection, _HEADER.size, 3)
     if message == b"stop" and not fds:
         return None, []
-    if len(message) != _HEADER.size or len(fds) != 3:
+    try:
+        if len(message) != _HEADER.size or len(fds) != 3:
+            raise ConnectionError("malformed request")
+        (size,) = _HEADER.unpack(message)
+        payload = b""
+        while len(payload) < size:
+            chunk = connection.recv(size - len(payload))
+            if not chunk:
+                raise ConnectionError("request cut short")
+            payload += chunk
+        return json.loads(payload), fds
+    except BaseException:
         for fd in fds:
             os.close(fd)
-        raise ConnectionError("malformed request")
-    (size,) = _HEADER.unpack(message)
-    payload = b""
-    while len(payload) < size:
-        chunk = connection.recv(size - len(payload))
-        if not chunk:
-            raise ConnectionError("request cut short")
-        payload += chunk
-    return json.loads(payload), fds
+        raise
 
 
 def _handle(connection: socket.socket, request: dict[str, Any], fds: list[int],
