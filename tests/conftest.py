@@ -27,11 +27,11 @@ os.environ.setdefault("DATAMAP_PRELOAD_DIR",
 os.environ.setdefault("DATAMAP_PRELOAD_IDLE", "30")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def stop_preload_servers():
-    """Stop the tests' preload servers at the end (another worker's stage that is running
-    finishes; a stage that starts later runs on its own or starts a new server)."""
-    yield
+def pytest_sessionfinish(session):
+    """Stop the tests' preload servers once the whole run is over: in the xdist controller (or
+    a run without workers), never in a worker that finishes while the other still runs stages."""
+    if hasattr(session.config, "workerinput"):
+        return
     from datamap.preload import socket_dir, stop_servers
 
     stop_servers(socket_dir())

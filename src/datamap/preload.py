@@ -352,12 +352,13 @@ def _handle(connection: socket.socket, request: dict[str, Any], fds: list[int],
         connection.sendall(f"started {pid}\n".encode())
     status = _wait_relaying_signals(connection, pid)
     code = os.waitstatus_to_exitcode(status)
-    with contextlib.suppress(OSError):
-        connection.sendall(f"exit {code}\n".encode())
+    # the log line first: when the stage process exits, its line is there
     with contextlib.suppress(OSError), open(f"{path}.log", "a") as log:
         log.write(json.dumps({"module": request["module"], "cwd": request["cwd"],
                               "stage": request["env"].get("DVC_STAGE"), "exit": code,
                               "seconds": round(time.monotonic() - started, 3)}) + "\n")
+    with contextlib.suppress(OSError):
+        connection.sendall(f"exit {code}\n".encode())
     return 0
 
 
