@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from datamap.preload import stop_servers
+from datamap.preload import served_stages, stop_servers
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -66,12 +66,6 @@ def sh(*args: str, cwd: Path, **env: str) -> str:
     if result.returncode:
         sys.exit(f"{' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     return result.stdout
-
-
-def served(sockets: Path) -> list[dict]:
-    """What the preload servers of ``sockets`` ran: one entry per stage, oldest first."""
-    return [json.loads(line) for log in sorted(sockets.glob("*.sock.log"))
-            for line in log.read_text().splitlines()]
 
 
 def compare(report: dict, comparison: dict, specs: list[str]) -> str:
@@ -121,14 +115,14 @@ def main() -> None:
     startup_seconds = time.perf_counter() - start
     stop_servers(sockets)  # the cartography run started one: time the grid from a cold start
     time.sleep(2)
-    before = len(served(sockets))
+    before = len(served_stages(sockets))
 
     start = time.perf_counter()
     output = sh("dvc", "repro", cwd=repo)
     seconds = time.perf_counter() - start
     stages = re.findall(r"Running stage '([^']+)'", output)
     retrains = sum(s.startswith("retrain@") for s in stages)
-    ran = served(sockets)[before:]
+    ran = served_stages(sockets)[before:]
     stage_seconds = sum(entry["seconds"] for entry in ran)
     table = (repo / "data" / "report" / "summary.md").read_text()
     lock = (repo / "dvc.lock").read_bytes()

@@ -132,11 +132,9 @@ def test_forced_rerun_is_byte_identical(repo):
 def test_stages_give_the_same_bytes_with_and_without_the_preload_server(repo):
     """The pipeline's `dvc repro` handed its stages to a preload server (DVC sets DVC_STAGE);
     forced to run again each in a process of its own, they write the same bytes."""
-    from datamap.preload import socket_dir
+    from datamap.preload import served_stages
 
-    logs = [json.loads(line) for log in socket_dir().glob("*.sock.log")
-            for line in log.read_text().splitlines()]
-    served = {entry["stage"] for entry in logs if entry["cwd"] == str(repo)}
+    served = {entry["stage"] for entry in served_stages() if entry["cwd"] == str(repo)}
     targets = ["select@ambiguous_25", "retrain@ambiguous_25", "evaluate@ambiguous_25", "report"]
     assert set(targets) <= served, f"the server ran only {sorted(served)}"
     lock = (repo / "dvc.lock").read_text()

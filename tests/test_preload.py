@@ -93,14 +93,6 @@ def run_probe(checkout: Path, env: dict[str, str], *args: str, module: str = "pr
                           timeout=120)
 
 
-def served(sockets: Path) -> list[dict]:
-    """What the servers of ``sockets`` say they ran, oldest first."""
-    lines = []
-    for log in sorted(sockets.glob("*.sock.log")):
-        lines += [json.loads(line) for line in log.read_text().splitlines()]
-    return lines
-
-
 def wait_for_server(sockets: Path, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not list(sockets.glob("*.sock")):
@@ -126,10 +118,10 @@ def test_a_served_stage_behaves_as_the_same_stage_alone(server_env, checkout):
     args = ("key=value", "+spec=ambiguous_33", "--flag")
     alone = run_probe(checkout, env, *args, stdin="piped input", DATAMAP_PRELOAD="0",
                       PROBE_MARKER="m1", PROBE_EXIT="3")
-    before = len(served(sockets))
+    before = len(preload.served_stages(sockets))
     through = run_probe(checkout, env, *args, stdin="piped input", PROBE_MARKER="m1",
                         PROBE_EXIT="3")
-    log = served(sockets)[before:]
+    log = preload.served_stages(sockets)[before:]
     assert [(e["module"], e["cwd"], e["exit"]) for e in log] == [
         ("stages.probe", str(checkout), 3)], "the server did not run the probe"
     assert through.returncode == alone.returncode == 3
@@ -142,13 +134,13 @@ def test_a_served_stage_behaves_as_the_same_stage_alone(server_env, checkout):
 def test_each_stage_imports_the_code_of_its_own_checkout(server_env, checkout):
     env, sockets = server_env["env"], server_env["sockets"]
     other = make_checkout(server_env["base"], "two", {"probe": "VERSION = 'two'\n" + PROBE})
-    before = len(served(sockets))
+    before = len(preload.served_stages(sockets))
     outputs = [json.loads(run_probe(c, env).stdout)["version"] for c in (checkout, other)]
     assert outputs == ["one", "two"]
     # edited between two runs: the next run has the edit
     (other / "stages" / "probe.py").write_text("VERSION = 'edited'\n" + PROBE)
     assert json.loads(run_probe(other, env).stdout)["version"] == "edited"
-    assert len(served(sockets)) - before == 3
+    assert len(preload.served_stages(sockets)) - before == 3
 
 
 def test_logging_handlers_of_preloaded_libraries_write_to_the_stage(server_env, checkout):
@@ -172,7 +164,7 @@ def test_a_signal_to_the_stage_process_reaches_the_stage(server_env, checkout, k
     with SIGTERM, so nothing keeps running unseen."""
     for name in ("ready", "got_signal"):
         (checkout / name).unlink(missing_ok=True)
-    before = len(served(server_env["sockets"]))
+    before = len(preload.served_stages(server_env["sockets"]))
     process = subprocess.Popen([sys.executable, "-m", "stages.waits"], cwd=checkout,
                                env=server_env["env"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -190,10 +182,10 @@ def test_a_signal_to_the_stage_process_reaches_the_stage(server_env, checkout, k
     assert (checkout / "got_signal").read_text() == str(int(signal.SIGTERM))
     if kill == "SIGTERM":
         assert code == 7  # the stage's own exit code, passed back
-    while len(served(server_env["sockets"])) == before:  # the server saw it end
+    while len(preload.served_stages(server_env["sockets"])) == before:  # the server saw it end
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert served(server_env["sockets"])[-1]["exit"] == 7
+    assert preload.served_stages(server_env["sockets"])[-1]["exit"] == 7
 
 
 def test_the_server_is_specific_to_import_time_settings(monkeypatch):
@@ -265,7 +257,7 @@ def test_an_idle_server_exits_after_its_last_stage(tmp_path):
         assert run_probe(checkout, env).returncode == 0  # starts the server
         wait_for_server(sockets)
         assert run_probe(checkout, env, PROBE_EXIT="5").returncode == 5
-        assert [e["exit"] for e in served(sockets)] == [5]
+        assert [e["exit"] for e in preload.served_stages(sockets)] == [5]
         deadline = time.monotonic() + 60
         while list(sockets.glob("*.sock")):  # 10 s after that stage ended, it is gone
             assert time.monotonic() < deadline, "the idle server kept running"

@@ -77,10 +77,8 @@ def with_parents(module: str) -> list[str]:
 @functools.cache
 def direct_imports(path: Path) -> frozenset[str]:
     """datamap modules a source file imports anywhere in its body."""
-    if path.name == "__init__.py" and SRC in path.parents:
-        package = ".".join(path.parent.relative_to(SRC).parts)
-    else:
-        package = ".".join(path.parent.relative_to(SRC).parts) if SRC in path.parents else ""
+    # the package a relative import starts from: the directory, for __init__.py and modules alike
+    package = ".".join(path.parent.relative_to(SRC).parts) if SRC in path.parents else ""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):

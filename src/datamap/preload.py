@@ -61,6 +61,9 @@ IMPORT_TIME_ENV = ("OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_", "CUDA_", "NVIDI
 #: Set in the processes of a multi-process run (Lightning's DDP re-launches the stage command).
 RANK_ENV = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK")
 
+#: What a stage process forwards to its stage (and what the stage gets back as default handling).
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
 #: Bumped when the wire protocol changes (it is part of the server's key as well).
 PROTOCOL = 1
 
@@ -184,7 +187,7 @@ def _delegate(connection: socket.socket, module: str) -> int | None:
         with contextlib.suppress(OSError):
             connection.sendall(f"signal {signum}\n".encode())
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+    for signum in FORWARDED_SIGNALS:
         signal.signal(signum, forward)
     try:
         reply = _read_line(connection)
@@ -338,6 +341,13 @@ def _receive(connection: socket.socket) -> tuple[dict[str, Any] | None, list[int
         raise
 
 
+def served_stages(directory: Path | None = None) -> list[dict[str, Any]]:
+    """What the servers of ``directory`` (default :func:`socket_dir`) say they ran: one entry per
+    stage (module, cwd, DVC stage name, exit code, seconds), each log's oldest first."""
+    return [json.loads(line) for log in sorted((directory or socket_dir()).glob("*.sock.log"))
+            for line in log.read_text().splitlines()]
+
+
 def _handle(connection: socket.socket, request: dict[str, Any], fds: list[int],
             path: Path) -> int:
     """One stage: fork the stage process, relay signals to it, report how it ended."""
@@ -373,10 +383,8 @@ def _wait_relaying_signals(connection: socket.socket, pid: int) -> int:
     client_gone = False
     while True:
         watched = ([] if client_gone else [connection]) + ([exited] if exited is not None else [])
-        timeout = None if exited is not None else 0.05
-        ready, _, _ = select.select(watched, [], [], timeout) if watched else ([], [], [])
-        if not watched:
-            time.sleep(0.05)
+        # without a pidfd (kernels before 5.3), poll for the stage's end
+        ready, _, _ = select.select(watched, [], [], None if exited is not None else 0.05)
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             if exited is not None:
@@ -418,7 +426,7 @@ def _run_stage(request: dict[str, Any], fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         os.environ[WORKER_ENV] = str(os.getpid())
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        for signum in FORWARDED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.path.insert(0, request["cwd"])  # as `python -m` does
