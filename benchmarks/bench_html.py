@@ -79,8 +79,8 @@ _PAN_FRAMES = """async (steps) => {
 def synthetic_inputs(n: int, seed: int = 0) -> tuple[dict, pa.Table]:
     """meta.json and a prepared train split for ids 0..n-1 of ``benchmarks/synthetic.py``:
     8x8 images (a class pattern plus noise), the given (possibly flipped) label, the true one."""
-    from datamap.data.prepared import split_table
     from datamap.data.sources import RawData
+    from datamap.data.splits import split_table
 
     ex = synthetic_examples(0, n, CLASSES, seed=seed)
     rng = np.random.default_rng(seed)
@@ -98,7 +98,7 @@ def build_synthetic(n: int, work: Path, repeats: int):
     """(a): timed page builds; returns table rows, the path of the full page and the scores."""
     from datamap import interactive
     from datamap.io import write_json, write_parquet
-    from datamap.scores import compute_scores
+    from datamap.scoring.scores import compute_scores
 
     prepared = work / "prepared"
     meta, table = synthetic_inputs(n)

@@ -61,9 +61,9 @@ def main() -> None:
 
     from hydra.utils import instantiate
 
-    from datamap.config import compose
     from datamap.data.prepare import prepare
-    from datamap.training import fit_classifier
+    from datamap.pipeline.config import compose
+    from datamap.training.fit import fit_classifier
 
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     shutil.rmtree(args.workdir, ignore_errors=True)

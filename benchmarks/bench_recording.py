@@ -134,8 +134,8 @@ def prepare_synthetic(workdir: Path, n_train: int, features: int = 32, classes: 
 
 def run_case(name: str, prepared: Path, overrides: list[str], modes: list[str], repeats: int,
              workdir: Path) -> list[dict]:
-    from datamap.config import compose
-    from datamap.training import fit_classifier
+    from datamap.pipeline.config import compose
+    from datamap.training.fit import fit_classifier
 
     # one untimed run first: imports, caches and the prepared data's first read
     fit_classifier(compose(ROOT / "conf", overrides=overrides), prepared_dir=prepared,
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from datamap.config import compose
+    from datamap.pipeline.config import compose
 
     logging.disable(logging.WARNING)
     for name in ("pytorch_lightning", "lightning_fabric"):

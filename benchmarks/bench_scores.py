@@ -93,7 +93,7 @@ def child(spec: dict) -> dict:
     import pyarrow as pa
 
     from datamap.dynamics.storage import read_dynamics
-    from datamap.scores import compute_scores
+    from datamap.scoring.scores import compute_scores
 
     base = _rss_mib()
     out: dict = {"baseline_rss_mib": base}

@@ -135,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from datamap.config import compose
     from datamap.data import read_split
-    from datamap.training import fit_classifier
+    from datamap.pipeline.config import compose
+    from datamap.training.fit import fit_classifier
 
     logging.disable(logging.WARNING)
     workdir = Path(args.workdir)

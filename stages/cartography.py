@@ -2,14 +2,16 @@
 
 import hydra
 
-from datamap.cartography import run_cartography
-from datamap.stage import stage
-from datamap.tracking import RUNS_FILE, log_run_summary, summary_values
+from datamap.cartography.run import run_cartography
+from datamap.pipeline.stage import stage
+from datamap.scoring.registry import register_configured
+from datamap.tracking.loggers import RUNS_FILE, log_run_summary, summary_values
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
 @stage
 def main(cfg, inputs, outputs):
+    register_configured(cfg.get("scores"))
     summary = run_cartography(
         inputs.train / "dynamics.parquet",
         inputs.prepared,

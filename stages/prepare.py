@@ -3,7 +3,7 @@
 import hydra
 
 from datamap.data.prepare import prepare_from_config
-from datamap.stage import stage
+from datamap.pipeline.stage import stage
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)

@@ -9,16 +9,17 @@ import hydra
 
 from datamap.callbacks.curves import TrainingCurves, write_mean_curves
 from datamap.layout import seed_dir
-from datamap.stage import selected_specs, stage
-from datamap.subsets import read_subset_ids
-from datamap.training import fit_seeds
+from datamap.pipeline.stage import stage
+from datamap.selection.specs import selected_spec_names
+from datamap.selection.subsets import read_subset_ids
+from datamap.training.fit import fit_seeds
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
 @stage
 def main(cfg, inputs, outputs):
     seeds = cfg.selection.retrain_seeds
-    for spec in selected_specs(cfg):
+    for spec in selected_spec_names(cfg):
         out = outputs.retrain(spec)
         fit_seeds(cfg, seeds, out_dir=out, media=bool(cfg.selection.retrain_media),
                   callbacks=lambda seed_out: [TrainingCurves(seed_out / "curves.csv")],

@@ -2,14 +2,17 @@
 
 import hydra
 
-from datamap.selection import spec_key, write_subset
-from datamap.stage import selected_specs, spec_definition, stage
+from datamap.pipeline.stage import stage
+from datamap.scoring.registry import register_configured
+from datamap.selection.ranking import spec_key, write_subset
+from datamap.selection.specs import selected_spec_names, spec_definition
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
 @stage
 def main(cfg, inputs, outputs):
-    for spec in selected_specs(cfg):
+    register_configured(cfg.get("scores"))
+    for spec in selected_spec_names(cfg):
         write_subset(
             inputs.cartography / "scores.parquet",
             inputs.prepared,

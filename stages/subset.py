@@ -13,8 +13,8 @@ datamap[sweeps]`.
 import hydra
 
 from datamap.layout import Layout
-from datamap.multirun import job_description, job_dir, run_subset
-from datamap.stage import stage
+from datamap.pipeline.multirun import job_description, job_dir, run_subset
+from datamap.pipeline.stage import stage
 
 
 @hydra.main(config_path="../conf", config_name="subset", version_base=None)

@@ -9,8 +9,8 @@ The per-epoch training curves go to ``data/curves/train.csv`` (a DVC plot).
 import hydra
 
 from datamap.callbacks.curves import TrainingCurves
-from datamap.stage import stage
-from datamap.training import fit_classifier
+from datamap.pipeline.stage import stage
+from datamap.training.fit import fit_classifier
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)

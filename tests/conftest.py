@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,22 +19,6 @@ for var, value in {
     "GIT_COMMITTER_NAME": "datamap tests", "GIT_COMMITTER_EMAIL": "tests@datamap.invalid",
 }.items():
     os.environ.setdefault(var, value)
-# The stages that `dvc repro` runs in the tests hand their commands to preload servers of the
-# tests' own (datamap.preload): stopped when the session ends, idle ones gone sooner.
-os.environ.setdefault("DATAMAP_PRELOAD_DIR",
-                      str(Path(tempfile.gettempdir()) / f"datamap-preload-tests-{os.getuid()}"))
-os.environ.setdefault("DATAMAP_PRELOAD_IDLE", "30")
-
-
-def pytest_sessionfinish(session):
-    """Stop the tests' preload servers once the whole run is over: in the xdist controller (or
-    a run without workers), never in a worker that finishes while the other still runs stages."""
-    if hasattr(session.config, "workerinput"):
-        return
-    from datamap.preload import socket_dir, stop_servers
-
-    stop_servers(socket_dir())
-
 
 @pytest.fixture(scope="session")
 def root() -> Path:
@@ -64,7 +47,7 @@ def digits_cartography(tmp_path_factory, digits_prepared) -> Path:
     random-logit dynamics recorded on its training split (no training)."""
     import pyarrow.parquet as pq
 
-    from datamap.cartography import run_cartography
+    from datamap.cartography.run import run_cartography
     from datamap.dynamics.schema import DynamicsMeta, build_dynamics
     from datamap.dynamics.storage import write_dynamics
 

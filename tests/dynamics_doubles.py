@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
-from datamap.data.module import EpochSeededSampler, PreparedDataModule
+from datamap.data.datamodule import EpochSeededSampler, PreparedDataModule
 from datamap.models import Classifier
 
 # ------------------------------------------------------------------------------------------------

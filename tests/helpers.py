@@ -27,7 +27,7 @@ TINY = ["trainer.max_epochs=3", "trainer.accelerator=cpu"]
 
 def compose_cfg(*overrides: str):
     """The real ``conf/`` composed with :data:`TINY` and ``overrides``."""
-    from datamap.config import compose
+    from datamap.pipeline.config import compose
 
     return compose(ROOT / "conf", overrides=[*TINY, *overrides])
 
@@ -198,7 +198,7 @@ def fake_map_points(n: int, seed: int = 0):
     """Random points of the interactive data map (the frame ``data_map_page`` takes)."""
     import pandas as pd
 
-    from datamap.scores import assign_regions
+    from datamap.scoring.regions import assign_regions
 
     rng = np.random.default_rng(seed)
     conf = rng.uniform(0, 1, n)

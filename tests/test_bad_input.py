@@ -137,7 +137,7 @@ def checkpoint_of_two_classes(root: Path) -> None:
     import torch
 
     from datamap.models import MLP, Classifier
-    from datamap.training import save_model
+    from datamap.training.fit import save_model
 
     prepared("numeric")(root)  # three classes
     model = Classifier(net=bind(MLP, hidden=[8]), optimizer=bind(torch.optim.AdamW),

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from datamap import scores as S
+from datamap import scoring as S
 from datamap.cli import main
 from datamap.dynamics.storage import read_dynamics, write_dynamics
 
@@ -136,10 +136,10 @@ def test_console_entry_point(tmp_path):
 
 
 def test_list_scores_prints_the_registry(capsys):
-    from datamap.score_registry import all_scores, markdown_table
+    from datamap.scoring.registry import all_scores, registry_table
 
     code, out, _ = run(capsys, "list-scores")
-    assert code == 0 and out.strip() == markdown_table()
+    assert code == 0 and out.strip() == registry_table()
     for score in all_scores():
         row = next(line for line in out.splitlines() if line.startswith(f"| `{score.name}` |"))
         assert f"| {score.suspicious_when} | {score.why} |" in row

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from datamap.config import compose, params_text, stale_params, write_params
-from datamap.io import ConfigError
+from datamap.errors import ConfigError
+from datamap.pipeline.config import compose, params_text, stale_params, write_params
 
 from .helpers import ROOT
 
@@ -102,7 +102,7 @@ def test_every_option_instantiates(group, option, tmp_path, digits_prepared, mon
     instantiated is what broke the own-data command once)."""
     import torch
 
-    from datamap.training import build_loggers, build_trainer, instantiate_group
+    from datamap.training.fit import build_loggers, build_trainer, instantiate_group
 
     if group.startswith("hydra/"):
         return check_hydra_option(group, option)
@@ -112,7 +112,7 @@ def test_every_option_instantiates(group, option, tmp_path, digits_prepared, mon
     top = group.split("/")[0]
     if group == "data":
         from datamap.data.prepare import prepare_from_config
-        from datamap.data.prepared import eval_splits
+        from datamap.data.splits import eval_splits
 
         prepare_from_config(cfg.data, tmp_path / "prepared", seed=cfg.seed)
         assert (tmp_path / "prepared" / "train.parquet").is_file()
@@ -147,13 +147,13 @@ def test_every_option_instantiates(group, option, tmp_path, digits_prepared, mon
         loggers = build_loggers(cfg.logger, tmp_path)
         assert len(loggers) == len(cfg.logger)
     elif top == "cartography":
-        from datamap.interactive import html_options
-        from datamap.scores import region_spec
+        from datamap.cartography.page import html_options
+        from datamap.scoring.regions import region_spec
 
         region_spec(cfg.cartography.regions)
         html_options(cfg.cartography.get("html"))
     elif top == "selection":
-        from datamap.selection import parse_spec
+        from datamap.selection.ranking import parse_spec
 
         for name, spec in cfg.selection.specs.items():
             parse_spec(name, dict(spec))
@@ -175,7 +175,7 @@ def check_hydra_option(group: str, option: str) -> None:
 
 
 def test_group_entry_without_target_is_refused():
-    from datamap.training import instantiate_group
+    from datamap.training.fit import instantiate_group
 
     with pytest.raises(ConfigError, match="logger.broken needs a _target_"):
         instantiate_group({"broken": {"save_dir": "x"}}, "logger")

@@ -22,8 +22,9 @@ from datamap.data import (
 )
 from datamap.data.mnist import optdigits_counts
 from datamap.data.prepare import inject_label_noise, prepare, prepare_from_config, stratified_split
-from datamap.data.prepared import eval_splits, read_controls
-from datamap.io import ConfigError, DataError, schema_metadata
+from datamap.data.splits import eval_splits, read_controls
+from datamap.errors import ConfigError, DataError
+from datamap.io import schema_metadata
 
 from .helpers import compose_cfg, numeric_frame, pairs_frame, sentiment_frame, write_image_folder
 

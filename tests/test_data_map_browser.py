@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from datamap.interactive import PAGE_NAME
+from datamap.cartography.page import PAGE_NAME
 
 from .helpers import chromium, chromium_path, fake_map_points
 
@@ -97,8 +97,8 @@ def test_page_makes_no_network_request_and_draws_every_point(page, digits_cartog
 
 
 def test_hover_shows_the_example(page, points, digits_cartography, digits_prepared):
-    from datamap.data.prepared import read_meta
-    from datamap.interactive import input_previews
+    from datamap.cartography.page import input_previews
+    from datamap.data.splits import read_meta
 
     # the point farthest from its neighbours on screen, so the tooltip shows it alone
     xy = np.array([screen(page, x, y) for x, y in
@@ -165,7 +165,7 @@ def test_box_selection_lists_and_downloads_the_ids(page, points):
 
 
 def test_filters_and_search(page, points, digits_cartography):
-    from datamap.scores import read_scores
+    from datamap.scoring.scores import read_scores
 
     status = f"({_MODEL})('filter_status').text"
     page.evaluate(f"({_MODEL})('class_filter').value = ['3', '7']")
@@ -203,7 +203,7 @@ def test_colour_control_switches_the_colouring(page):
 
 
 def test_text_inputs_are_shown_as_text_never_as_markup(browser, tmp_path):
-    from datamap.interactive import data_map_page, text_previews
+    from datamap.cartography.page import data_map_page, text_previews
 
     points = fake_map_points(3)
     points[["variability", "confidence"]] = [[0.05, 0.9], [0.2, 0.5], [0.35, 0.1]]

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datamap.dynamics import read_dynamics
-from datamap.training import fit_classifier
+from datamap.training.fit import fit_classifier
 
 from .helpers import compose_cfg
 

@@ -9,7 +9,8 @@ import pytest
 
 from datamap.dynamics.schema import DynamicsMeta, build_dynamics, validate_dynamics
 from datamap.dynamics.storage import DynamicsWriter, open_dynamics, read_dynamics, write_dynamics
-from datamap.io import DataError, with_metadata
+from datamap.errors import DataError
+from datamap.io import with_metadata
 
 from .helpers import make_columns, make_table, raw_table
 

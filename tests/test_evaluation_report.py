@@ -8,18 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datamap.data import read_split
-from datamap.evaluation import (
-    classification_metrics,
-    evaluate,
-    evaluate_seeds,
-    evaluate_split,
-    mean_std,
-    over_seeds,
-)
-from datamap.io import ConfigError, DataError, write_json
+from datamap.data import read_meta, read_split
+from datamap.errors import ConfigError, DataError
+from datamap.evaluation.evaluate import evaluate_model, evaluate_subsets, mean_std, over_seeds
+from datamap.io import write_json
 from datamap.layout import Layout
-from datamap.report import CURVE_COLUMNS, collect, markdown_table, spec_order, write_report
+from datamap.report.comparison import (
+    CURVE_COLUMNS,
+    collect,
+    comparison_table,
+    spec_order,
+    write_report,
+)
+from datamap.training.metrics import classification_metrics, evaluate_split, macro_f1
 
 from .helpers import compose_cfg, sentiment_frame
 
@@ -52,6 +53,7 @@ def _fake_results(root, specs, controls=("mnist",), seeds=(0, 1, 2), spread=0.01
     """Subset summaries and evaluate-stage metrics (through the real over_seeds) of ``specs``:
     spec i has test accuracy 0.9 - i/10 (+/- ``spread`` over the seeds)."""
     layout = Layout(root)
+    evaluated = {}
     for i, spec in enumerate(specs):
         write_json(layout.subset(spec) / "summary.json",
                    {"n_selected": 10 * (i + 1), "fraction": 0.1 * (i + 1), "flipped_share": 0.05,
@@ -64,7 +66,8 @@ def _fake_results(root, specs, controls=("mnist",), seeds=(0, 1, 2), spread=0.01
                 "test": _split(0.9 - i / 10 + shift),
                 "control": {name: _split(0.5 + k / 10 + shift) for k, name in enumerate(controls)},
             }
-        write_json(layout.eval(spec) / "metrics.json", over_seeds(per_seed))
+        evaluated[spec] = over_seeds(per_seed)
+    write_json(layout.eval_metrics, evaluated)
     write_json(layout.prepared / "controls" / "index.json",
                {name: {"description": f"the {name} set", "examples": 100} for name in controls})
     return layout
@@ -173,18 +176,18 @@ def test_report_refuses_missing_spec(tmp_path):
 
 def test_report_refuses_single_run_metrics(tmp_path):
     layout = _fake_results(tmp_path, ["full"])
-    write_json(layout.eval("full") / "metrics.json",
-               {"test": _split(0.9), "control": {"mnist": _split(0.5)}})
+    write_json(layout.eval_metrics,
+               {"full": {"test": _split(0.9), "control": {"mnist": _split(0.5)}}})
     with pytest.raises(DataError, match="mean and std over seeds"):
         collect(layout, ["full"])
 
 
-def test_markdown_table_one_row_per_spec():
+def test_comparison_table_one_row_per_spec():
     perfect = {m: {"mean": 1.0, "std": 0.0} for m in ("accuracy", "macro_f1", "loss")}
     entry = {"n_train": 5, "fraction": 0.5, "seeds": 2, "test": perfect,
              "regions": dict.fromkeys(("easy_to_learn", "ambiguous", "hard_to_learn"), 0.0),
              "control": {"mnist": perfect}}
-    table = markdown_table({"a": entry, "b": entry})
+    table = comparison_table({"a": entry, "b": entry})
     assert table.count("\n") == 4 and "n/a" in table
 
 
@@ -203,9 +206,9 @@ def test_report_with_several_control_sets_and_without(tmp_path):
 
 def test_report_refuses_specs_evaluated_on_different_control_sets(tmp_path):
     layout = _fake_results(tmp_path, ["full", "hard_33"])
-    metrics = json.loads((layout.eval("hard_33") / "metrics.json").read_text())
-    metrics["control"] = {"rotated": metrics["control"]["mnist"]}
-    write_json(layout.eval("hard_33") / "metrics.json", metrics)
+    metrics = json.loads(layout.eval_metrics.read_text())
+    metrics["hard_33"]["control"] = {"rotated": metrics["hard_33"]["control"]["mnist"]}
+    write_json(layout.eval_metrics, metrics)
     with pytest.raises(DataError, match="stale: rerun evaluate"):
         collect(layout, ["full", "hard_33"])
 
@@ -219,7 +222,7 @@ def text_model(tmp_path_factory):
     from datamap.data import TableSource
     from datamap.data.prepare import prepare
     from datamap.models.checkpoint import load_model
-    from datamap.training import fit_classifier
+    from datamap.training.fit import fit_classifier
 
     root = tmp_path_factory.mktemp("text")
     frame = sentiment_frame(160)
@@ -235,12 +238,11 @@ def text_model(tmp_path_factory):
     return load_model(root / "train" / "model.ckpt"), root / "prepared"
 
 
-def test_evaluate_writes_test_and_control_metrics(text_model, tmp_path):
+def test_evaluate_model_on_test_and_control_sets(text_model):
     model, prepared = text_model
-    metrics = evaluate(model, prepared, tmp_path / "eval", batch_size=7)
+    metrics, predictions = evaluate_model(model, prepared, read_meta(prepared), batch_size=7)
     assert set(metrics) == {"test", "control"} and set(metrics["control"]) == {"control"}
     assert metrics["control"]["control"]["n"] == 40
-    predictions = pd.read_parquet(tmp_path / "eval" / "predictions.parquet")
     assert sorted(set(predictions["split"])) == ["control/control", "test"]
     # the same predictions as the model's own forward pass on the raw texts
     test = read_split(prepared, "test")
@@ -251,28 +253,40 @@ def test_evaluate_writes_test_and_control_metrics(text_model, tmp_path):
     rows = predictions[predictions["split"] == "test"]
     assert np.array_equal(rows["pred"].to_numpy(), logits.argmax(axis=1))
     assert metrics["test"] == classification_metrics(test.labels, logits, 2)
-    confusion = pd.read_csv(tmp_path / "eval" / "confusion" / "control_control.csv")
-    assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 40
 
 
-def test_evaluate_seeds_gives_mean_std_and_pools_predictions(text_model, tmp_path):
+def test_evaluate_subsets_gives_mean_std_and_pools_predictions(text_model, tmp_path):
     model, prepared = text_model
     checkpoint = prepared.parent / "train" / "model.ckpt"
-    single = evaluate(model, prepared, tmp_path / "single")
-    metrics = evaluate_seeds({3: checkpoint, 5: checkpoint}, prepared, tmp_path / "eval",
-                             batch_size=16)
-    assert metrics["seeds"] == 2 and set(metrics["per_seed"]) == {"seed_3", "seed_5"}
-    assert metrics["per_seed"]["seed_5"] == single
-    assert metrics["test"]["accuracy"] == {"mean": single["test"]["accuracy"], "std": 0.0}
-    assert metrics["control"]["control"]["n"] == 40
+    single, frame = evaluate_model(model, prepared, read_meta(prepared))
+    metrics = evaluate_subsets({"twice": {3: checkpoint, 5: checkpoint}, "once": {0: checkpoint}},
+                               prepared, tmp_path / "eval", batch_size=16)
+    assert list(metrics) == ["twice", "once"]
+    twice = metrics["twice"]
+    assert twice["seeds"] == 2 and set(twice["per_seed"]) == {"seed_3", "seed_5"}
+    assert twice["per_seed"]["seed_5"] == single
+    assert twice["test"]["accuracy"] == {"mean": single["test"]["accuracy"], "std": 0.0}
+    assert twice["control"]["control"]["n"] == 40
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved == metrics
-    predictions = pd.read_parquet(tmp_path / "eval" / "predictions.parquet")
-    assert sorted(set(predictions["seed"])) == [3, 5]
-    assert len(predictions) == 2 * len(pd.read_parquet(tmp_path / "single" /
-                                                       "predictions.parquet"))
-    confusion = pd.read_csv(tmp_path / "eval" / "confusion" / "control_control.csv")
+    predictions = pd.read_parquet(tmp_path / "eval" / "predictions" / "twice.parquet")
+    assert sorted(set(predictions["seed"])) == [3, 5] and len(predictions) == 2 * len(frame)
+    confusion = pd.read_csv(tmp_path / "eval" / "confusion" / "twice" / "control_control.csv")
+    assert list(confusion.columns) == ["actual", "predicted"]
     assert len(confusion) == 80  # both seeds' predictions, pooled
+    assert len(pd.read_csv(tmp_path / "eval" / "confusion" / "once" / "test.csv")) == \
+        metrics["once"]["test"]["n"]
+
+
+def test_macro_f1_equals_scikit_learn_on_random_labels():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    for k in (2, 3, 7):
+        labels, preds = rng.integers(0, k, 200), rng.integers(0, k - 1, 200)  # a class unseen
+        expected = f1_score(labels, preds, average="macro", labels=list(range(k)),
+                            zero_division=0)
+        assert macro_f1(labels, preds, k) == pytest.approx(expected, abs=1e-15)
 
 
 def test_evaluate_split_on_any_prepared_file(text_model):
@@ -293,8 +307,8 @@ def test_checkpoint_with_other_classes_is_refused(text_model, tmp_path):
     source = TableSource(train=str(tmp_path / "three.csv"), text_columns=["sentence"])
     prepare(source.load(), tmp_path / "prepared", val=0.2, test=0.2, label_noise=0.0, seed=0)
     with pytest.raises(DataError, match="the model has 2 classes but the prepared data has 3"):
-        evaluate(model, tmp_path / "prepared", tmp_path / "eval", model_name="model.ckpt")
-    assert not (tmp_path / "eval").exists()
+        evaluate_model(model, tmp_path / "prepared", read_meta(tmp_path / "prepared"),
+                       model_name="model.ckpt")
 
 
 # ------------------------------------------------------------------ `datamap evaluate`
@@ -305,7 +319,7 @@ def test_datamap_evaluate_prints_what_the_evaluate_stage_writes(text_model, tmp_
 
     model, prepared = text_model
     checkpoint = prepared.parent / "train" / "model.ckpt"
-    stage = evaluate(model, prepared, tmp_path / "eval")
+    stage, _ = evaluate_model(model, prepared, read_meta(prepared))
     code = main(["evaluate", str(checkpoint), "--prepared", str(prepared),
                  "--json", str(tmp_path / "metrics.json")])
     out = capsys.readouterr().out

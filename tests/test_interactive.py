@@ -15,11 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from datamap import scores as S
-from datamap.data.prepared import read_meta
-from datamap.dynamics.schema import DynamicsMeta, build_dynamics
-from datamap.dynamics.values import per_example_values
-from datamap.interactive import (
+from datamap import scoring as S
+from datamap.cartography.page import (
     PAGE_NAME,
     InputPreview,
     data_map_page,
@@ -30,7 +27,10 @@ from datamap.interactive import (
     text_previews,
     write_data_map_html,
 )
-from datamap.io import ConfigError, DataError
+from datamap.data.splits import read_meta
+from datamap.dynamics.schema import DynamicsMeta, build_dynamics
+from datamap.dynamics.values import per_example_values
+from datamap.errors import ConfigError, DataError
 
 from .helpers import assert_one_line_error, fake_map_points, make_table, run_stage
 
@@ -216,7 +216,7 @@ def test_stage_writes_the_page_with_every_example_under_the_size_budget(digits_c
 
 
 def test_page_says_when_it_shows_a_subsample(tmp_path, digits_cartography, digits_prepared):
-    from datamap.plots import plot_points_frame
+    from datamap.cartography.figures import plot_points_frame
 
     scores = S.read_scores(digits_cartography / "scores.parquet")
     dynamics = digits_cartography.parent / "dynamics.parquet"

@@ -9,15 +9,21 @@ import sys
 
 import pytest
 
-PACKAGES = ["datamap.callbacks", "datamap.data", "datamap.dynamics", "datamap.models"]
+from .helpers import ROOT
+
+PACKAGES = sorted(f"datamap.{p.parent.name}" for p in (ROOT / "src" /
+"datamap").glob("*/__init__.py") if "_EXPORTS" in p.read_text())
 
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_every_export_is_its_modules_object(package):
     module = importlib.import_module(package)
-    assert sorted(module._EXPORTS) == module.__all__
-    for name, defining in module._EXPORTS.items():
-        assert getattr(module, name) is getattr(importlib.import_module(defining), name), name
+    for name in module.__all__:
+        defining = importlib.import_module(module._EXPORTS[name])
+        value = getattr(module, name)
+        assert value is getattr(defining, name), name
+        # defined there, not imported from a third module the table should name instead
+        assert getattr(value, "__module__", defining.__name__) == defining.__name__, name
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -24,7 +24,7 @@ MEDIA = ("val/prediction_samples", "val/image_predictions", "val/confusion_matri
 def fit_once(tmp_path: Path, prepared: Path, *overrides: str) -> Path:
     """One epoch with ``overrides``, run from ``tmp_path``; returns the run's ``logs/``."""
     from datamap.callbacks.curves import TrainingCurves
-    from datamap.training import fit_classifier
+    from datamap.training.fit import fit_classifier
 
     cfg = compose_cfg("trainer.max_epochs=1", *overrides)
     fit_classifier(cfg, prepared_dir=prepared, out_dir=tmp_path / "train",
@@ -96,7 +96,7 @@ def test_tensorboard_logger_writes_scalars_images_and_text(in_tmp, digits_prepar
 
 def test_wandb_logger_offline_writes_tables_images_and_summary(in_tmp, digits_prepared,
                                                                monkeypatch):
-    from datamap.tracking import log_run_summary
+    from datamap.tracking.loggers import log_run_summary
 
     # offline, and W&B's own caches inside the test directory: nothing leaves the machine
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -123,7 +123,7 @@ def test_wandb_logger_offline_writes_tables_images_and_summary(in_tmp, digits_pr
 
 
 def test_mlflow_logger_writes_a_local_file_store(in_tmp, digits_prepared):
-    from datamap.tracking import log_run_summary
+    from datamap.tracking.loggers import log_run_summary
 
     logs = fit_once(in_tmp, digits_prepared, "logger=mlflow")
     runs = json.loads((logs / "runs.json").read_text())["mlflow"]

@@ -21,8 +21,8 @@ from datamap.callbacks.media import (
     table_image,
     thumbnail,
 )
-from datamap.io import ConfigError
-from datamap.tracking import markdown_table, png_bytes, summary_values
+from datamap.errors import ConfigError
+from datamap.tracking.loggers import markdown_table, png_bytes, summary_values
 
 
 def test_previews_of_each_input_kind():
@@ -128,7 +128,7 @@ def test_summary_values_of_a_cartography_summary():
 def test_missing_logger_package_names_the_extra(monkeypatch):
     import importlib.util
 
-    from datamap.training import instantiate_group
+    from datamap.training.fit import instantiate_group
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

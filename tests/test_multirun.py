@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from datamap.io import DataError
-from datamap.multirun import job_label, write_comparison
+from datamap.errors import DataError
+from datamap.pipeline.multirun import job_label, write_comparison
 
 from .helpers import ROOT, assert_one_line_error, run_stage, subprocess_env
 

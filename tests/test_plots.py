@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datamap import scores as S
-from datamap.io import DataError
-from datamap.plots import plot_data_map, plot_points_frame, plot_review_grid
+from datamap import scoring as S
+from datamap.cartography.figures import plot_data_map, plot_points_frame, plot_review_grid
+from datamap.errors import DataError
 
 
 def fake_scores(n: int, seed: int = 0) -> pd.DataFrame:

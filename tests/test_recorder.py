@@ -18,10 +18,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from datamap.data.module import PreparedDataModule, collate_batch
+from datamap.data.datamodule import PreparedDataModule, collate_batch
 from datamap.dynamics import DynamicsRecorder, batch_ids_labels, per_example_values, read_dynamics
 from datamap.dynamics.distributed import merge_ranks
-from datamap.io import ConfigError, DataError
+from datamap.errors import ConfigError, DataError
 from datamap.models import MLP, Classifier
 
 from . import dynamics_doubles as doubles

@@ -11,7 +11,7 @@ import pytest
 from datamap.dynamics.reference import export_reference_dynamics, import_reference_dynamics
 from datamap.dynamics.storage import write_dynamics
 from datamap.dynamics.values import per_example_values
-from datamap.io import DataError
+from datamap.errors import DataError
 
 from .helpers import make_table
 

@@ -17,11 +17,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from datamap.data.module import PreparedDataModule
+from datamap.data.datamodule import PreparedDataModule
 from datamap.dynamics import DynamicsRecorder
-from datamap.io import ConfigError
+from datamap.errors import ConfigError
 from datamap.models import MLP, Classifier
-from datamap.training import fit_classifier
+from datamap.training.fit import fit_classifier
 
 from .helpers import compose_cfg
 

@@ -7,10 +7,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from datamap import score_registry as R
-from datamap import scores as S
-from datamap.io import ConfigError, write_parquet
-from datamap.selection import parse_spec, select
+from datamap import scoring as S
+from datamap.errors import ConfigError
+from datamap.io import write_parquet
+from datamap.scoring import registry as R
+from datamap.selection.ranking import parse_spec, select
 
 from .helpers import ROOT, make_table
 
@@ -111,6 +112,48 @@ def test_names_and_aliases_are_unique():
 
 def test_readme_score_table_is_the_registry():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert R.markdown_table() in readme, "README's score table differs: paste `datamap " \
+    assert R.registry_table() in readme, "README's score table differs: paste `datamap " \
                                          "list-scores` into its Scores section"
     assert "| score | definition | type | suspicious when | why |" in readme
+
+
+def n_confident_score() -> R.Score:
+    """A factory the ``scores`` config can name (tests.test_score_registry.n_confident_score)."""
+    return N_CONFIDENT
+
+
+def test_a_score_named_in_config_reaches_scores_and_selection():
+    target = {"_target_": "tests.test_score_registry.n_confident_score", "_partial_": False}
+    try:
+        assert R.register_configured({"n_confident": target}) == ["n_confident"]
+        assert R.register_configured({"n_confident": target}) == ["n_confident"]  # idempotent
+        assert "n_confident" in S.compute_scores(make_table(n=12, epochs=4)).columns
+        assert parse_spec("top", {"low_n_confident": 0.5})[0].column == "n_confident"
+    finally:
+        R.unregister_score("n_confident")
+        R._CONFIGURED.discard("n_confident")
+
+
+@pytest.mark.parametrize(("entry", "fragment"), [
+    ({"confidence": {"_target_": "tests.test_score_registry.n_confident_score"}},
+     "scores.confidence builds a score named 'n_confident'"),
+    ({"n_confident": {"value": 1}}, "scores.n_confident needs a _target_"),
+    ({"n_confident": {"_target_": "builtins.dict"}}, "gave dict, not a datamap.scoring.Score"),
+    ({"n_confident": {"_target_": "no_such_module.score"}}, "could not be built"),
+])
+def test_bad_score_configs_are_refused_in_one_line(entry, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")) as err:
+        R.register_configured(entry)
+    assert "\n" not in str(err.value)
+    assert "n_confident" not in R.score_names()
+
+
+def test_the_code_deps_follow_a_score_target_into_the_repository():
+    from datamap.pipeline.deps import Sources
+
+    sources = Sources(ROOT)
+    found = sources.target_modules({"scores": {"n": {
+        "_target_": "tests.test_score_registry.n_confident_score"}}})
+    assert found == {"tests.test_score_registry"}
+    assert sources.module_file("tests.test_score_registry") == ROOT / "tests" / \
+        "test_score_registry.py"

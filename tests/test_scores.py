@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datamap import score_registry as R
-from datamap import scores as S
+from datamap import scoring as S
 from datamap.dynamics.schema import DynamicsMeta, build_dynamics
 from datamap.dynamics.storage import write_dynamics
 from datamap.dynamics.values import per_example_values
-from datamap.io import ConfigError, DataError, write_parquet
+from datamap.errors import ConfigError, DataError
+from datamap.io import write_parquet
+from datamap.scoring import registry as R
 
 from .helpers import make_table
 

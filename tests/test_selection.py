@@ -11,8 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datamap.io import ConfigError, DataError, write_parquet
-from datamap.selection import (
+from datamap.errors import ConfigError, DataError
+from datamap.io import write_parquet
+from datamap.selection.ranking import (
     group_sizes,
     ids_file_path,
     parse_spec,
@@ -241,8 +242,8 @@ def test_select_stage_refuses_a_missing_ids_file(tmp_path):
 def test_select_stage_selects_an_ids_file_and_refuses_a_stale_one(tmp_path, digits_prepared):
     import shutil
 
-    from datamap.data.prepared import read_split
-    from datamap.scores import scores_table
+    from datamap.data.splits import read_split
+    from datamap.scoring.scores import scores_table
 
     data = tmp_path / "data"
     shutil.copytree(digits_prepared, data / "prepared")

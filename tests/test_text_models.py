@@ -102,7 +102,7 @@ def test_hf_encoder_passes_pairs_as_two_sequences(tmp_path):
 
 @pytest.mark.parametrize("word_ngrams", [[0, 2], [3, 1], [1]])
 def test_bad_ngram_ranges_are_config_errors(word_ngrams):
-    from datamap.io import ConfigError
+    from datamap.errors import ConfigError
 
     with pytest.raises(ConfigError, match="model.net.word_ngrams"):
         NgramHasher(word_ngrams=word_ngrams)

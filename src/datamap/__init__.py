@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from datamap.io import ConfigError, DataError, DatamapError
+from datamap.errors import ConfigError, DataError, DatamapError
 
 __all__ = ["ConfigError", "DataError", "DatamapError", "lazy_attributes"]
 __version__ = "0.1.0"

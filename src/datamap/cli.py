@@ -1,6 +1,6 @@
 """The ``datamap`` command: small utilities around the pipeline.
 
-Every subcommand turns a :class:`~datamap.io.DatamapError` into one line on stderr and exit
+Every subcommand turns a :class:`~datamap.errors.DatamapError` into one line on stderr and exit
 code 2, as the stage scripts do.
 """
 
@@ -11,13 +11,13 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from datamap.io import DatamapError
+from datamap.errors import DatamapError
 
 log = logging.getLogger("datamap")
 
 
 def _compose(args: argparse.Namespace) -> int:
-    from datamap.config import stale_params, write_params
+    from datamap.pipeline.config import stale_params, write_params
 
     if args.check:
         message = stale_params(args.output, args.config_dir)
@@ -28,6 +28,17 @@ def _compose(args: argparse.Namespace) -> int:
         return 0
     path = write_params(args.output, args.config_dir, args.overrides)
     print(f"wrote {path}")
+    return 0
+
+
+def _deps(args: argparse.Namespace) -> int:
+    from datamap.pipeline.deps import write_deps
+
+    message = write_deps(".", check=args.check)
+    if message:
+        print(message, file=sys.stderr)
+        return 1
+    print("dvc.yaml's code deps are current" if args.check else "wrote dvc.yaml's code deps")
     return 0
 
 
@@ -48,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only check that the file is fresh; exit 1 when stale")
     p.set_defaults(func=_compose)
 
+    p = sub.add_parser(
+        "deps",
+        help="write the code deps of every stage into dvc.yaml (run after changing imports)",
+        description="Derive each stage's code dependencies from the code (imports, lazy "
+        "exports, config _target_s) and write them into dvc.yaml.",
+    )
+    p.add_argument("--check", action="store_true",
+                   help="only check that dvc.yaml's code deps are current; exit 1 when not")
+    p.set_defaults(func=_deps)
+
     for register in _EXTRA_COMMANDS:
         register(sub)
     return parser
@@ -58,12 +79,13 @@ _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 # --------------------------------------------------------------------------------------------
-# scores and reference dynamics (datamap.scores, datamap.dynamics.reference)
+# scores and reference dynamics (datamap.scoring.scores, datamap.dynamics.reference)
 
 
 def _scores(args: argparse.Namespace) -> int:
     from datamap.io import write_parquet
-    from datamap.scores import REGIONS, compute_scores, scores_table
+    from datamap.scoring.regions import REGIONS
+    from datamap.scoring.scores import compute_scores, scores_table
 
     regions: dict[str, object] = {"rule": args.region_rule}
     for key, _, _ in _REGION_OPTIONS:
@@ -105,9 +127,9 @@ def _export_dynamics(args: argparse.Namespace) -> int:
 
 
 def _list_scores(args: argparse.Namespace) -> int:
-    from datamap.score_registry import markdown_table
+    from datamap.scoring.registry import registry_table
 
-    print(markdown_table())
+    print(registry_table())
     return 0
 
 
@@ -167,11 +189,11 @@ _EXTRA_COMMANDS.append(_register_scores_commands)
 
 
 # --------------------------------------------------------------------------------------------
-# reload a checkpoint and evaluate it (datamap.evaluation)
+# reload a checkpoint and evaluate it (datamap.evaluation.evaluate)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from datamap.evaluation import evaluate_checkpoint
+    from datamap.evaluation.evaluate import evaluate_checkpoint
     from datamap.io import write_json
 
     metrics = evaluate_checkpoint(args.checkpoint, args.data, args.prepared,

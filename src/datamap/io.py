@@ -1,4 +1,4 @@
-"""Errors, atomic writes and schema-checked reads shared by every stage.
+"""Atomic writes and schema-checked reads shared by every stage.
 
 Every artifact is written to a temporary sibling and renamed into place, so a stage that fails
 leaves either the previous artifact or nothing — never a half-written file that DVC would cache.
@@ -13,39 +13,15 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datamap.errors import DataError
 
-class DatamapError(Exception):
-    """A problem with the user's input or configuration.
-
-    The message names the offending file or config key and says how to fix it. Stage entry points
-    print it as one line and exit with code 2 (no traceback): it is the user's to fix, not a bug.
-    """
-
-
-class ConfigError(DatamapError):
-    """A configuration value is missing, out of range or of the wrong type."""
-
-
-class DataError(DatamapError):
-    """An input file is missing, malformed, or inconsistent with another input."""
-
-
-def datamap_cause(exc: BaseException) -> DatamapError | None:
-    """The :class:`DatamapError` behind ``exc``, if any: Hydra's ``instantiate`` wraps an error
-    raised in a constructor (a source, a backbone) in its own ``InstantiationException``."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, DatamapError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
-
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # --------------------------------------------------------------------------------------------
 # atomic writes
@@ -73,6 +49,36 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def move_into(staging: str | os.PathLike, out_dir: str | os.PathLike,
+              names: Iterable[str]) -> None:
+    """Move the entries ``names`` of ``staging`` into ``out_dir``, each replacing what was there
+    (a directory is replaced whole); names missing from ``staging`` are skipped."""
+    staging, out_dir = Path(staging), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        src, dst = staging / name, out_dir / name
+        if not src.exists():
+            continue
+        if dst.is_dir() and not dst.is_symlink():
+            shutil.rmtree(dst)
+        os.replace(src, dst)
+
+
+@contextlib.contextmanager
+def staged_outputs(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """A temporary sibling of ``out_dir`` for a stage that writes several outputs into it: on
+    success every entry written there replaces its namesake in ``out_dir``; on any exception
+    none does, so a failed stage leaves the previous outputs (or none), never a mix."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    try:
+        yield staging
+        move_into(staging, out_dir, sorted(p.name for p in staging.iterdir()))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -91,6 +97,13 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc}); regenerate it") from exc
+
+
+def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
+    """Write ``fig`` to ``path`` as a PNG, atomically and without the software stamp (the
+    same figure gives the same bytes)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
 
 
 def write_parquet(path: str | os.PathLike, table: pa.Table) -> None:

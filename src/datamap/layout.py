@@ -9,6 +9,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+#: In the evaluate stage's directory: every spec's metrics, and a directory per spec of
+#: predictions and of confusion data.
+EVAL_METRICS = "metrics.json"
+EVAL_PREDICTIONS = "predictions"
+EVAL_CONFUSION = "confusion"
+
 
 def seed_dir(seed: int) -> str:
     """The directory of one seed's fit inside a retrain output: ``seed_<seed>``."""
@@ -59,5 +65,13 @@ class Layout:
                 found[int(match.group(1))] = path
         return dict(sorted(found.items()))
 
-    def eval(self, spec: str) -> Path:
-        return self.data / "eval" / spec
+    @property
+    def eval(self) -> Path:
+        """The evaluate stage's directory: every spec's metrics, predictions and confusion
+        data (see :mod:`datamap.evaluation.evaluate`)."""
+        return self.data / "eval"
+
+    @property
+    def eval_metrics(self) -> Path:
+        """Every spec's evaluation metrics (a DVC metric)."""
+        return self.eval / EVAL_METRICS

@@ -2,8 +2,8 @@
 matrix), training curves for DVC plots, and the progress display.
 
 The media callbacks are logger-agnostic: they send what they draw through
-:mod:`datamap.tracking` to every active logger in its native form. Names are loaded from their
-modules on first use (see ``datamap.data``).
+:mod:`datamap.tracking.loggers` to every active logger in its native form. Names are loaded from
+their modules on first use (see ``datamap.data``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import numpy as np
 import pytorch_lightning as pl
 
 from datamap.callbacks.media import Predictions, ValidationMedia, heatmap_image
-from datamap.tracking import log_image
+from datamap.tracking.loggers import log_image
 
 
 def confusion_counts(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:

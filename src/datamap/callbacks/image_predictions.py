@@ -7,8 +7,8 @@ import logging
 import pytorch_lightning as pl
 
 from datamap.callbacks.media import Predictions, ValidationMedia, image_grid, thumbnail
-from datamap.io import ConfigError
-from datamap.tracking import log_image
+from datamap.errors import ConfigError
+from datamap.tracking.loggers import log_image
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from datamap.io import ConfigError
+from datamap.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from datamap.callbacks.media import (
     table_image,
     thumbnail,
 )
-from datamap.io import ConfigError
-from datamap.tracking import log_image, log_table
+from datamap.errors import ConfigError
+from datamap.tracking.loggers import log_image, log_table
 
 
 class PredictionSamples(ValidationMedia):

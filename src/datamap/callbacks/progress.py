@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks.progress import ProgressBar
 
 from datamap.callbacks.curves import epoch_metrics
-from datamap.io import ConfigError
+from datamap.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ _EXPORTS = {
     "MnistDigits": "datamap.data.mnist",
     "FeatureNoise": "datamap.data.shift",
     "ImageShift": "datamap.data.shift",
-    "PreparedSplit": "datamap.data.prepared",
-    "read_meta": "datamap.data.prepared",
-    "read_split": "datamap.data.prepared",
-    "PreparedDataModule": "datamap.data.module",
+    "PreparedSplit": "datamap.data.splits",
+    "read_meta": "datamap.data.splits",
+    "read_split": "datamap.data.splits",
+    "PreparedDataModule": "datamap.data.datamodule",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from datamap.data.sources import RawData, SourceData, class_names_of, named_paths
-from datamap.io import ConfigError, DataError
+from datamap.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

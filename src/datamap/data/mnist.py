@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from datamap.data.sources import RawData
-from datamap.io import ConfigError
+from datamap.errors import ConfigError
 
 BITMAP = 32  # optdigits' normalised bitmap size
 BLOCK = 4  # ... and its block size: 32 / 4 = 8x8 counts of 0..16

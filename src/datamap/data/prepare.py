@@ -1,6 +1,6 @@
 """The prepare stage: a source -> seeded stratified splits, label noise, control sets, Parquet.
 
-Writes the prepared directory (see :mod:`datamap.data.prepared` for the contract), built in a
+Writes the prepared directory (see :mod:`datamap.data.splits` for the contract), built in a
 temporary sibling and swapped in whole, so a failure leaves no artifact.
 """
 
@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from datamap.data.prepared import CONTROL_INDEX, CONTROL_NAME, CONTROLS, split_table
 from datamap.data.sources import RawData, SourceData
-from datamap.io import ConfigError, DataError, atomic_path, write_json, write_parquet
+from datamap.data.splits import CONTROL_INDEX, CONTROL_NAME, CONTROLS, split_table
+from datamap.errors import ConfigError, DataError
+from datamap.io import atomic_path, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 

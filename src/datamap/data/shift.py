@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 
 from datamap.data.sources import RawData
-from datamap.io import ConfigError
+from datamap.errors import ConfigError
 
 
 class Shift:

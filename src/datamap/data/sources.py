@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from datamap.io import ConfigError, DataError
+from datamap.errors import ConfigError, DataError
 
 
 @dataclass

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from datamap.data.prepared import TEXT
 from datamap.data.sources import (
     RawData,
     SourceData,
@@ -26,7 +25,8 @@ from datamap.data.sources import (
     label_strings,
     named_paths,
 )
-from datamap.io import ConfigError, DataError
+from datamap.data.splits import TEXT
+from datamap.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

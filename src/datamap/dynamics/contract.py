@@ -4,7 +4,8 @@ The contract itself is written down in :class:`datamap.dynamics.recorder.Dynamic
 docstring. Here: reading ids and labels from a batch (one function for every pass), reading the
 logits from a step's output, and the checks that stop a recording that would be wrong (of the
 logits, the batches, the trainer's settings and the training loader) -- each a
-:class:`~datamap.io.ConfigError` or :class:`~datamap.io.DataError` of one line. The per-batch
+:class:`~datamap.errors.ConfigError` or :class:`~datamap.errors.DataError` of one line. The
+per-batch
 checks look only at shapes and dtypes (metadata: nothing is synchronised with the host); the
 one check that reads values runs on the first batch of a record.
 """
@@ -19,7 +20,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from datamap.io import ConfigError, DataError
+from datamap.errors import ConfigError, DataError
 
 _BATCH_FORMS = ("a batch must carry example ids and gold labels: a dict with 'id' and 'label' "
                 "(as datamap.data.PreparedDataModule yields) or a tuple/list (inputs, labels, ids)"
@@ -31,7 +32,7 @@ def batch_ids_labels(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """The example ids and gold labels of a batch: ``batch["id"], batch["label"]`` of a mapping,
     or ``batch[2], batch[1]`` of an ``(inputs, labels, ids)`` tuple or list.
 
-    Raises a one-line :class:`~datamap.io.ConfigError` for any other batch (a 2-tuple ``(x, y)``
+    Raises a one-line :class:`~datamap.errors.ConfigError` for any other batch (a 2-tuple ``(x, y)``
     has no ids: without them the dynamics cannot be aligned across epochs) and when the ids or
     labels are not 1-D integer tensors of the same length. Runs on every batch: metadata only.
     """

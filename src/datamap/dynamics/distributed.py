@@ -6,7 +6,7 @@ works with any backend -- and :func:`merge_ranks` drops the duplicates that
 ``DistributedSampler`` adds as padding, by id. The copy kept is the *first occurrence in the
 global sample order* (sample ``j`` of rank ``r`` is global position ``j * world_size + r``), i.e.
 the example's regular slot, never the padding copy appended at the end of the epoch. The result
-must then hold every expected id exactly once, else a :class:`~datamap.io.DataError` says which
+must then hold every expected id exactly once, else a :class:`~datamap.errors.DataError` says which
 ids were missed or repeated.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from datamap.io import DataError
+from datamap.errors import DataError
 
 #: Elements per all-gather call when collecting a record across ranks (bounds device memory).
 GATHER_ELEMENTS = 1 << 24

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
 from datamap.dynamics.accumulate import RecordAccumulator
-from datamap.io import ConfigError
+from datamap.errors import ConfigError
 
 
 def eval_loader(trainer: pl.Trainer, split: str) -> DataLoader:

@@ -80,7 +80,7 @@ from datamap.dynamics.distributed import gather_record, merge_ranks
 from datamap.dynamics.eval_pass import eval_loader, run_eval_pass
 from datamap.dynamics.schema import MODES, DynamicsMeta, build_dynamics
 from datamap.dynamics.storage import write_dynamics
-from datamap.io import ConfigError, DataError
+from datamap.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

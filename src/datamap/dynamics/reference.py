@@ -11,7 +11,7 @@ used. Import builds our dynamics table: ``guid`` becomes ``id``, the per-record 
 from the logits with :func:`~datamap.dynamics.values.per_example_values`, the logits are kept
 (float32), mode ``train_pass``, one record per epoch.
 
-Unlike the reference reader, import refuses -- with a :class:`~datamap.io.DataError` naming the
+Unlike the reference reader, import refuses -- with a :class:`~datamap.errors.DataError` naming the
 file (and line) -- a stray file in the directory, a gap in the epoch numbers, a guid missing from
 (or added in) an epoch, a guid twice in one epoch, a gold label that changes between epochs,
 logits of different lengths, fewer than two logits, non-finite logits, and malformed lines.
@@ -39,7 +39,8 @@ import pyarrow.json as pj
 from datamap.dynamics.schema import DynamicsMeta, build_dynamics, validated_order
 from datamap.dynamics.storage import read_dynamics
 from datamap.dynamics.values import per_example_values
-from datamap.io import DataError, atomic_path
+from datamap.errors import DataError
+from datamap.io import atomic_path
 
 _FILE = re.compile(r"^dynamics_epoch_(0|[1-9][0-9]*)\.(jsonl|json)$")
 _SUBDIR = "training_dynamics"

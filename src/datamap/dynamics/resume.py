@@ -25,7 +25,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from datamap.io import ConfigError, DataError, portable_path
+from datamap.errors import ConfigError, DataError
+from datamap.io import portable_path
 
 log = logging.getLogger(__name__)
 

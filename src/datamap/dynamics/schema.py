@@ -25,7 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from datamap.io import DataError, schema_metadata, with_metadata
+from datamap.errors import DataError
+from datamap.io import schema_metadata, with_metadata
 
 #: Column name -> Arrow type, in on-disk order. ``logits`` is optional and added separately.
 SCHEMA: dict[str, pa.DataType] = {

@@ -32,7 +32,8 @@ from datamap.dynamics.schema import (
     validate_dynamics,
     validated_order,
 )
-from datamap.io import DataError, atomic_path, read_parquet
+from datamap.errors import DataError
+from datamap.io import atomic_path, read_parquet
 
 log = logging.getLogger(__name__)
 

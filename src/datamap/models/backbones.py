@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from datamap.io import ConfigError
+from datamap.errors import ConfigError
 
 
 class MLP(nn.Module):

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from datamap.io import DataError
+from datamap.errors import DataError
 
 #: What model.ckpt keeps of a Lightning checkpoint: enough for ``load_from_checkpoint``, nothing
 #: run-specific (paths, optimizer state, timings), so identical training gives identical bytes.

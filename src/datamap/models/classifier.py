@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from datamap.io import ConfigError
+from datamap.errors import ConfigError
 
 #: What to suggest for each input kind when a backbone cannot read it.
 MODELS_FOR = {"image": "model=mlp or model=cnn", "tabular": "model=mlp",

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from datamap.io import ConfigError
+from datamap.errors import ConfigError
 
 EXTRA = "pip install 'datamap[hf]'"
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from datamap.io import ConfigError
+from datamap.errors import ConfigError
 
 _U64 = np.uint64
 #: Multiplier of the rolling hash (odd, so invertible modulo 2**64) and its inverse.

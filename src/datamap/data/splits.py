@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from datamap.io import DataError, read_json, read_parquet, with_metadata
+from datamap.errors import DataError
+from datamap.io import read_json, read_parquet, with_metadata
 
 #: ``input_kind`` of inputs held as strings in ``text`` (and ``text_pair`` for sentence pairs).
 TEXT = "text"

@@ -42,7 +42,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from datamap.io import ConfigError, DataError, write_text
+from datamap.errors import ConfigError, DataError
+from datamap.io import write_text
 
 #: The page's file name in the cartography stage's output directory.
 PAGE_NAME = "data_map.html"
@@ -101,7 +102,7 @@ def most_predicted(dynamics: Any, epochs: int | None = None) -> pd.Series:
     epochs (None: every epoch), ties to the lowest class; a Series indexed by id (ascending).
 
     ``dynamics`` is a dynamics table or the path of its Parquet file (read a chunk of ids at a
-    time, as :func:`datamap.scores.compute_scores` does).
+    time, as :func:`datamap.scoring.scores.compute_scores` does).
     """
     from datamap.dynamics.storage import open_dynamics
 
@@ -254,7 +255,7 @@ def _correctness_colours() -> list[str]:
     """The static map's correctness colours, for the 11 bins 0.0, 0.1, ..., 1.0."""
     from matplotlib.colors import LinearSegmentedColormap, to_hex
 
-    from datamap.plots import CORRECTNESS_PALETTE
+    from datamap.cartography.figures import CORRECTNESS_PALETTE
 
     cmap = LinearSegmentedColormap.from_list("datamap", CORRECTNESS_PALETTE)
     return [to_hex(cmap(b / 10.0)) for b in range(11)]
@@ -516,7 +517,7 @@ def data_map_page(points: pd.DataFrame, class_names: Sequence[str], preview: Inp
     from bokeh.plotting import figure
     from bokeh.resources import Resources
 
-    from datamap.scores import REGIONS
+    from datamap.scoring.regions import REGIONS
 
     n = len(points)
     if n == 0:
@@ -682,16 +683,16 @@ def write_data_map_html(
     title: str = "Data map of the training set",
 ) -> PageInfo:
     """Write the interactive data map of ``scores`` (from
-    :func:`datamap.scores.compute_scores`) to ``path`` (atomically).
+    :func:`datamap.scoring.scores.compute_scores`) to ``path`` (atomically).
 
     ``meta`` is the prepared data's meta.json (class names, input kind and shape).
     ``dynamics`` (table or path) gives each example's most-predicted class over its first
     ``epochs`` epochs; ``prepared_dir`` holds the prepared train split whose inputs the page
     shows (and ``clean_label``, when label noise was injected, for the "label flipped"
     colouring). Above ``max_points`` examples the page shows the seeded subsample of
-    :func:`datamap.plots.plot_points_frame`, the same points as the PNG map.
+    :func:`datamap.cartography.figures.plot_points_frame`, the same points as the PNG map.
     """
-    from datamap.plots import plot_points_frame
+    from datamap.cartography.figures import plot_points_frame
 
     shown = plot_points_frame(scores, max_points=max_points, seed=seed)
     ids = shown["id"].to_numpy()

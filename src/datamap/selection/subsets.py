@@ -2,8 +2,8 @@
 
 ``ids.parquet`` (``id`` int64 sorted, ``group`` the criterion that drew it, ``rank`` its position
 within that group) and ``summary.json`` (counts by group, region and class; label-noise share).
-Written by :mod:`datamap.selection`, read by the retrain and report stages. Kept apart from the
-selection logic so that the stages that only read subsets do not depend on how they are chosen.
+Written by :mod:`datamap.selection.ranking`, read by the retrain and report stages. Kept apart from
+the selection logic so that the stages that only read subsets do not depend on how they are chosen.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from datamap.io import ConfigError, DataError, read_json, write_json, write_text
+from datamap.errors import ConfigError, DataError
+from datamap.io import read_json, write_json, write_text
 from datamap.layout import Layout
 
 log = logging.getLogger(__name__)
@@ -50,16 +51,18 @@ def run_subset(cfg: DictConfig, inputs: Layout, outputs: Layout,
     """select -> retrain -> evaluate for the spec ``cfg.spec``, reading ``inputs`` (the
     cartography scores, the prepared data) and writing ``outputs`` (and ``job``, the job's
     :func:`job_description`, to its ``job.json``); returns the evaluation."""
-    from datamap.evaluation import evaluate_seeds
-    from datamap.selection import spec_key, write_subset
-    from datamap.stage import selected_specs, spec_definition
-    from datamap.subsets import read_subset_ids
-    from datamap.training import fit_seeds
+    from datamap.evaluation.evaluate import evaluate_subsets
+    from datamap.scoring.registry import register_configured
+    from datamap.selection.ranking import spec_key, write_subset
+    from datamap.selection.specs import selected_spec_names, spec_definition
+    from datamap.selection.subsets import read_subset_ids
+    from datamap.training.fit import fit_seeds
 
     if cfg.get("spec") is None:
         raise ConfigError("stages.subset runs one selection spec per job: add +spec=NAME "
                           "(e.g. +spec=ambiguous_33)")
-    (spec,) = selected_specs(cfg)
+    (spec,) = selected_spec_names(cfg)
+    register_configured(cfg.get("scores"))
     write_subset(inputs.cartography / "scores.parquet", inputs.prepared, outputs.subset(spec),
                  spec, spec_definition(cfg, spec), seed=cfg.seed, root=inputs.root,
                  stratify=bool(cfg.selection.get("stratify", False)),
@@ -67,8 +70,9 @@ def run_subset(cfg: DictConfig, inputs: Layout, outputs: Layout,
     fit_seeds(cfg, cfg.selection.retrain_seeds, out_dir=outputs.retrain(spec),
               media=bool(cfg.selection.retrain_media), prepared_dir=inputs.prepared,
               train_ids=read_subset_ids(outputs.subset(spec)))
-    metrics = evaluate_seeds(outputs.retrained_models(spec), inputs.prepared, outputs.eval(spec),
-                             batch_size=int(cfg.data.datamodule.eval_batch_size))
+    metrics = evaluate_subsets({spec: outputs.retrained_models(spec)}, inputs.prepared,
+                               outputs.eval, batch_size=int(cfg.data.datamodule.eval_batch_size))
+    metrics = metrics[spec]
     write_json(outputs.root / JOB_FILE, {"spec": spec, "overrides": [], **(job or {})})
     return metrics
 
@@ -84,7 +88,7 @@ def job_label(job: dict[str, Any], common: frozenset[str] = frozenset()) -> str:
 def write_comparison(sweep_dir: str | Path) -> dict[str, Any]:
     """``comparison.md`` and ``comparison.json`` in ``sweep_dir`` over the jobs under it (the
     numbered job directories holding a ``job.json``), in job order."""
-    from datamap.report import collect, markdown_table
+    from datamap.report.comparison import collect, comparison_table
 
     sweep_dir = Path(sweep_dir)
     jobs = sorted((p.parent for p in sweep_dir.glob(f"*/{JOB_FILE}")),
@@ -104,7 +108,7 @@ def write_comparison(sweep_dir: str | Path) -> dict[str, Any]:
         comparison[label] = {"job": path.name, **collect(layout, [job["spec"]])[job["spec"]]}
         summary = read_json(layout.subset(job["spec"]) / "summary.json")
         missing[label] = summary.get("missing_classes", [])
-    table = markdown_table(comparison, None, missing)
+    table = comparison_table(comparison, None, missing)
     write_text(sweep_dir / "comparison.md", table)
     write_json(sweep_dir / "comparison.json", comparison)
     log.info("comparison of %d jobs (%s):\n%s", len(jobs), sweep_dir / "comparison.md", table)

@@ -25,7 +25,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from datamap.errors import ConfigError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 #: The resolver's name in ``${datamap.all_specs:${selection.specs},${selection.sweep}}``.
 RESOLVER = "datamap.all_specs"
@@ -34,12 +39,6 @@ SHORT_NAMES = {"hard_to_learn": "hard", "easy_to_learn": "easy"}
 #: A spec name must be usable as a DVC stage key, a directory and a Hydra key.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _TOLERANCE = 1e-9
-
-
-def _config_error(message: str) -> Exception:
-    from datamap.io import ConfigError  # pyarrow: only on the error path
-
-    return ConfigError(message)
 
 
 def _plain(node: Any) -> Any:
@@ -67,22 +66,22 @@ def sweep_specs(sweep: Mapping[str, Any] | None) -> dict[str, dict[str, float]]:
     if sweep is None:
         return {}
     if not isinstance(sweep, Mapping):
-        raise _config_error(f"selection.sweep must map regions and fractions to lists, e.g. "
+        raise ConfigError(f"selection.sweep must map regions and fractions to lists, e.g. "
                             f"{{regions: [ambiguous], fractions: [0.1, 0.25]}}, got {sweep!r}")
     unknown = sorted(set(sweep) - {"regions", "fractions"})
     if unknown:
-        raise _config_error(f"selection.sweep.{unknown[0]}: unknown key; a sweep has regions "
+        raise ConfigError(f"selection.sweep.{unknown[0]}: unknown key; a sweep has regions "
                             "and fractions")
     regions = _list(sweep.get("regions"), "regions")
     fractions = _list(sweep.get("fractions"), "fractions")
     for region in regions:
         if not isinstance(region, str) or not NAME_PATTERN.fullmatch(region):
-            raise _config_error(f"selection.sweep.regions: {region!r} is not a criterion name "
+            raise ConfigError(f"selection.sweep.regions: {region!r} is not a criterion name "
                                 "such as ambiguous, hard_to_learn, easy_to_learn or random")
     for fraction in fractions:
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
                 or not math.isfinite(fraction) or not 0 < fraction <= 1:
-            raise _config_error(f"selection.sweep.fractions: {fraction!r} is not a fraction in "
+            raise ConfigError(f"selection.sweep.fractions: {fraction!r} is not a fraction in "
                                 "(0, 1]")
     return {sweep_name(r, float(f)): {r: float(f)} for r in regions for f in fractions}
 
@@ -91,7 +90,7 @@ def _list(value: Any, key: str) -> list:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _config_error(f"selection.sweep.{key} must be a list, e.g. "
+        raise ConfigError(f"selection.sweep.{key} must be a list, e.g. "
                             f"{'[ambiguous, random]' if key == 'regions' else '[0.1, 0.25]'}, "
                             f"got {value!r}")
     return value
@@ -112,10 +111,10 @@ def all_specs(specs: Mapping[str, Any] | None, sweep: Mapping[str, Any] | None) 
     """
     specs = _plain(specs) or {}
     if not isinstance(specs, Mapping):
-        raise _config_error(f"selection.specs must map spec names to specs, got {specs!r}")
+        raise ConfigError(f"selection.specs must map spec names to specs, got {specs!r}")
     for name in specs:
         if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-            raise _config_error(f"selection.specs.{name}: a spec name may hold letters, digits, "
+            raise ConfigError(f"selection.specs.{name}: a spec name may hold letters, digits, "
                                 "_ and - only (it names DVC stages and directories)")
     merged = dict(specs)
     for name, spec in sweep_specs(sweep).items():
@@ -123,7 +122,7 @@ def all_specs(specs: Mapping[str, Any] | None, sweep: Mapping[str, Any] | None) 
             merged[name] = spec
         elif not _same_definition(merged[name], spec):
             ((criterion, fraction),) = spec.items()
-            raise _config_error(
+            raise ConfigError(
                 f"selection.sweep: {criterion} at {fraction:g} is named {name}, but "
                 f"selection.specs.{name} is {merged[name]}; rename that spec or drop {fraction:g} "
                 "from selection.sweep.fractions"
@@ -145,3 +144,35 @@ def register_resolvers() -> None:
 
     if not OmegaConf.has_resolver(RESOLVER):
         OmegaConf.register_new_resolver(RESOLVER, _resolve_all_specs)
+
+
+# --------------------------------------------------------------------------------------------
+# the specs a stage runs
+
+
+def selected_spec_names(cfg: DictConfig) -> list[str]:
+    """The names of the selection specs a per-subset stage processes.
+
+    ``+spec=NAME`` (what dvc.yaml passes) picks one of ``selection.all_specs`` (the hand-written
+    specs and the sweep's); without it, every one, in order.
+    """
+    specs = cfg.get("selection", {}).get("all_specs") or {}
+    if not specs:
+        raise ConfigError("selection.specs and selection.sweep are empty; define at least one "
+                          "selection spec")
+    name = cfg.get("spec")
+    if name is None:
+        return list(specs)
+    if name not in specs:
+        raise ConfigError(
+            f"spec={name!r} is not in selection.specs or the sweep ({', '.join(specs)}); add it "
+            "to conf/selection/ or pick an existing one"
+        )
+    return [str(name)]
+
+
+def spec_definition(cfg: DictConfig, name: str) -> dict:
+    """The definition of spec ``name`` (from ``selection.all_specs``) as a plain dict."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg.selection.all_specs[name], resolve=True)

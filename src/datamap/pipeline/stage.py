@@ -2,7 +2,7 @@
 
 A stage script is a Hydra app whose task function is wrapped by :func:`stage`. The wrapper
 gives it the artifact layouts to read from and write to, and turns a
-:class:`~datamap.io.DatamapError` into one line on stderr and exit code 2 (no traceback, no
+:class:`~datamap.errors.DatamapError` into one line on stderr and exit code 2 (no traceback, no
 partial artifact: library code writes atomically).
 
 Under DVC a stage runs on the composed ``params.yaml`` and writes into the repo's ``data/``.
@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from datamap.io import ConfigError, datamap_cause
+from datamap.errors import datamap_cause
 from datamap.layout import Layout
 
 log = logging.getLogger("datamap")
@@ -76,31 +76,3 @@ def _route_lightning_logs() -> None:
                     handler, logging.FileHandler):
                 logger.removeHandler(handler)
         logger.propagate = True
-
-
-def selected_specs(cfg: DictConfig) -> list[str]:
-    """The selection specs a per-subset stage should process.
-
-    ``+spec=NAME`` (what dvc.yaml passes) picks one of ``selection.all_specs`` (the hand-written
-    specs and the sweep's, see :mod:`datamap.specs`); without it, every one, in order.
-    """
-    specs = cfg.get("selection", {}).get("all_specs") or {}
-    if not specs:
-        raise ConfigError("selection.specs and selection.sweep are empty; define at least one "
-                          "selection spec")
-    name = cfg.get("spec")
-    if name is None:
-        return list(specs)
-    if name not in specs:
-        raise ConfigError(
-            f"spec={name!r} is not in selection.specs or the sweep ({', '.join(specs)}); add it "
-            "to conf/selection/ or pick an existing one"
-        )
-    return [str(name)]
-
-
-def spec_definition(cfg: DictConfig, name: str) -> dict:
-    """The definition of spec ``name`` (from ``selection.all_specs``) as a plain dict."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(cfg.selection.all_specs[name], resolve=True)

@@ -1,8 +1,9 @@
-"""Figures: the data map (Swayamdipta et al. 2020, Fig. 1), the points behind it, the review
-grid of hard-to-learn images, and the report's comparison of subsets and fraction curves.
+"""The cartography stage's figures: the data map (Swayamdipta et al. 2020, Fig. 1), the points
+behind it and the review grid of hard-to-learn images.
 
 Headless and deterministic: figures are drawn on a bare :class:`matplotlib.figure.Figure` with
-the Agg canvas (no pyplot state, no display) and saved by :func:`save_png` -- atomically, with no
+the Agg canvas (no pyplot state, no display) and saved by :func:`datamap.io.save_png` --
+atomically, with no
 software/time stamps -- so the same inputs give the same bytes. Matplotlib is imported inside
 the functions so that importing this module stays cheap.
 """
@@ -10,18 +11,18 @@ the functions so that importing this module stays cheap.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from datamap.io import DataError, atomic_path
-from datamap.scores import AMBIGUOUS, EASY, HARD
+from datamap.errors import DataError
+from datamap.io import save_png
+from datamap.scoring.regions import AMBIGUOUS, EASY, HARD
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 #: Columns of :func:`plot_points_frame`.
 POINT_COLUMNS = ("id", "confidence", "variability", "correctness", "region")
@@ -39,13 +40,6 @@ class DataMapInfo:
     n_examples: int
     n_shown: int
     title: str
-
-
-def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
-    """Write ``fig`` to ``path`` as a PNG, atomically and without the software stamp (the
-    same figure gives the same bytes)."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
 
 
 def _check(scores: pd.DataFrame) -> None:
@@ -96,8 +90,8 @@ def plot_data_map(
     dpi: int = 100,
     point_size: float = 8.0,
 ) -> DataMapInfo:
-    """Draw the data map of ``scores`` (output of :func:`datamap.scores.compute_scores`) to a
-    PNG at ``path`` (written atomically).
+    """Draw the data map of ``scores`` (output of
+    :func:`datamap.scoring.scores.compute_scores`) to a PNG at ``path`` (written atomically).
 
     Layout as in the paper: a scatter of variability (x) against confidence (y), coloured (and,
     with few bins, shaped) by correctness rounded to 0.0, 0.1, ..., 1.0 with an ordered legend,
@@ -199,87 +193,4 @@ def plot_review_grid(queue: pd.DataFrame, images: dict[int, np.ndarray],
         ax.set_title(f"#{row.id}: {row.given_label}->{row.model_label}", fontsize=7)
     fig.suptitle("Hard-to-learn examples (given label -> model's label)", fontsize=9)
     fig.tight_layout()
-    save_png(fig, path)
-
-
-# --------------------------------------------------------------------------------------------
-# the report: subsets compared, accuracy against fraction
-
-
-def plot_comparison(report: Mapping[str, Any], sets: Sequence[str], path: str | os.PathLike,
-                    baseline: str | None = None) -> None:
-    """Grouped bars: each spec's mean accuracy over seeds on the test set and each control set
-    (``sets``: their labels, ``test`` first), with the standard deviation as error bars; the
-    ``baseline`` spec's means as dashed lines. ``report``: :func:`datamap.report.collect`'s."""
-    from matplotlib.figure import Figure
-
-    specs = list(report)
-    x = np.arange(len(specs))
-    width = 0.8 / max(len(sets), 1)
-    fig = Figure(figsize=(max(7.0, 0.75 * len(specs) * max(len(sets), 1) / 2 + 2), 4.5))
-    ax = fig.add_subplot()
-    for i, label in enumerate(sets):
-        values = [_set_metrics(report[s], label)["accuracy"] for s in specs]
-        ax.bar(x + (i - (len(sets) - 1) / 2) * width, [v["mean"] for v in values], width,
-                      yerr=[v["std"] for v in values], capsize=2, label=label,
-                      color=f"C{i}", error_kw={"elinewidth": 0.8})
-        if baseline in report:
-            ax.axhline(_set_metrics(report[baseline], label)["accuracy"]["mean"], color=f"C{i}",
-                       linestyle="--", linewidth=0.8)
-    seeds = sorted({report[s]["seeds"] for s in specs})
-    ax.set_xticks(x, [f"{s}\n(n={report[s]['n_train']})" for s in specs], fontsize=7,
-                  rotation=90 if len(specs) > 8 else 0)
-    ax.set_ylabel("accuracy (mean ± std over seeds)")
-    ax.set_ylim(0, 1.05)
-    dashed = f"; dashed: {baseline}" if baseline in report else ""
-    ax.set_title(f"Models retrained on each subset ({'/'.join(map(str, seeds))} seeds{dashed})",
-                 fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(True, axis="y", linewidth=0.3, alpha=0.5)
-    fig.tight_layout()
-    save_png(fig, path)
-
-
-def _set_metrics(entry: Mapping[str, Any], label: str) -> Mapping[str, Any]:
-    return entry["test"] if label == "test" else entry["control"][label]
-
-
-def plot_fraction_curves(rows: Sequence[Mapping[str, Any]], sets: Sequence[str],
-                         path: str | os.PathLike, baseline: Mapping[str, Any] | None = None,
-                         baseline_name: str | None = None) -> None:
-    """Accuracy against the fraction of the training set, one line per criterion, one panel
-    per evaluation set (test, then each control set), error bars = standard deviation over
-    seeds; the baseline's mean +/- std as a grey band. ``rows``:
-    :func:`datamap.report.fraction_curves`'s. Without rows the panels say there is no sweep."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.2 * max(len(sets), 1) + 1.5, 4.0))
-    axes = fig.subplots(1, max(len(sets), 1), squeeze=False)[0]
-    frame = pd.DataFrame(list(rows), columns=["criterion", "fraction", "set", "accuracy",
-                                              "accuracy_std"])
-    criteria = list(dict.fromkeys(frame["criterion"]))
-    for ax, label in zip(axes, sets, strict=False):
-        if baseline is not None:
-            base = _set_metrics(baseline, label)["accuracy"]
-            ax.axhspan(base["mean"] - base["std"], base["mean"] + base["std"], color="0.85",
-                       zorder=0)
-            ax.axhline(base["mean"], color="0.4", linewidth=1, linestyle="--",
-                       label=f"{baseline_name} (mean ± std)")
-        for i, criterion in enumerate(criteria):
-            line = frame[(frame["criterion"] == criterion) & (frame["set"] == label)]
-            ax.errorbar(line["fraction"], line["accuracy"], yerr=line["accuracy_std"],
-                        marker=_MARKERS[i % len(_MARKERS)], color=f"C{i}", capsize=3,
-                        linewidth=1.2, markersize=4, label=criterion)
-        if not criteria:
-            ax.text(0.5, 0.5, "no fraction sweep\n(selection.sweep)", ha="center",
-                    va="center", transform=ax.transAxes, color="0.4")
-        ax.set_title(label if label == "test" else f"control: {label}", fontsize=10)
-        ax.set_xlabel("fraction of the training set")
-        ax.set_xlim(0, 1.02)
-        ax.grid(True, linewidth=0.3, alpha=0.5)
-    axes[0].set_ylabel("accuracy (mean ± std over seeds)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="center right", fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1 - 1.4 / fig.get_figwidth(), 1))
     save_png(fig, path)

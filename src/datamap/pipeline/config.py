@@ -13,7 +13,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from datamap.io import ConfigError, datamap_cause, write_text
+from datamap.errors import ConfigError, datamap_cause
+from datamap.io import write_text
 
 
 def compose(

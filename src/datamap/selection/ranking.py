@@ -7,7 +7,7 @@ and without replacement (the paper's "seed" format)::
 
     {hard_to_learn: 0.0, easy_to_learn: 0.3, ambiguous: 0.1, random: 0.6}
 
-Criteria come from the score registry (:mod:`datamap.score_registry`):
+Criteria come from the score registry (:mod:`datamap.scoring.registry`):
 
 * ``ambiguous``      highest ``variability`` first
 * ``hard_to_learn``  lowest ``confidence`` first
@@ -47,13 +47,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from datamap.io import (
-    ConfigError,
-    DataError,
-    read_parquet,
-)
-from datamap.score_registry import criterion_names, order_by, resolve_criterion
-from datamap.subsets import write_subset_dir
+from datamap.errors import ConfigError, DataError
+from datamap.io import read_parquet
+from datamap.scoring.registry import criterion_names, order_by, resolve_criterion
+from datamap.selection.subsets import write_subset_dir
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +248,7 @@ def group_sizes(fractions: list[float], n: int) -> list[int]:
 
 def rank_ids(scores: pd.DataFrame, column: str, ascending: bool) -> np.ndarray:
     """Ids ordered by the registered score ``column`` (ties by ascending id), with the ranking
-    rule of :func:`datamap.score_registry.order_by`: never-learned examples count as the most
+    rule of :func:`datamap.scoring.registry.order_by`: never-learned examples count as the most
     forgettable."""
     if column not in scores.columns:
         raise DataError(f"scores have no column {column!r}; rerun the cartography stage")
@@ -392,7 +389,7 @@ def write_subset(
     """Select one subset and write ``ids.parquet`` and ``summary.json`` into ``out_dir``
     (``root``: the repository, which ids files are relative to; ``key``: where the spec is
     defined, for messages)."""
-    from datamap.data.prepared import read_meta, read_split
+    from datamap.data.splits import read_meta, read_split
 
     spec = dict(spec)
     # the spec's own errors first, before the pipeline's inputs are read

@@ -1,7 +1,7 @@
 """Cartography scores from training dynamics -- vectorised, chunked, no loop over examples.
 
 What each score is -- its reduction, dtype, ranking and label-error orientation -- lives in the
-registry (:mod:`datamap.score_registry`); this module runs the registered reductions over a
+registry (:mod:`datamap.scoring.registry`); this module runs the registered reductions over a
 dynamics table and uses the results:
 
 * :func:`compute_scores` takes a dynamics table (an Arrow table or the path of a Parquet file
@@ -10,9 +10,8 @@ dynamics table and uses the results:
   ``region``. Paths are read a range of ids at a time, so memory is bounded by the output plus
   one chunk. :func:`scores_from_arrays` / :func:`scores_from_logits` do the same for in-memory
   arrays (notebooks).
-* :func:`assign_regions`: easy-to-learn / ambiguous / hard-to-learn by a configurable rule.
-* :func:`noise_detection`: with injected label noise, how well each score that has a
-  label-error orientation finds the flipped labels (the others are listed with the reason).
+* regions (:mod:`datamap.scoring.regions`) and noise detection (:mod:`datamap.scoring.noise`)
+  use the scores.
 * :func:`scores_table` / :func:`read_scores`: the ``scores.parquet`` file, typed by name.
 
 The built-in scores (R records per example after burn-out; every mean is over those R records):
@@ -34,7 +33,7 @@ The built-in scores (R records per example after burn-out; every mean is over th
 ``el2n``                 single-run EL2N: mean of ||softmax - onehot||_2 over the first
                          ``el2n_epochs`` kept epochs of this one run (Paul et al. 2021 average
                          one early epoch over several independent runs instead; see
-                         :func:`datamap.score_registry.el2n`)
+                         :func:`datamap.scoring.registry.el2n`)
 ``aleatoric``            mean p_gold * (1 - p_gold) (Data-IQ, Seedat et al. 2022)
 ``mean_loss``            mean cross-entropy loss
 ``region``               see :func:`assign_regions`
@@ -62,35 +61,17 @@ import pyarrow as pa
 
 from datamap.dynamics.storage import CHUNK_ROWS, open_dynamics
 from datamap.dynamics.values import per_example_values
-from datamap.io import ConfigError, DataError, read_parquet
-from datamap.score_registry import (
+from datamap.errors import ConfigError, DataError
+from datamap.io import read_parquet
+from datamap.scoring.regions import REGIONS, region_codes, region_spec
+from datamap.scoring.registry import (
     EL2N_EPOCHS,
     OPTIONAL_INPUTS,
     Score,
     ScoreInputs,
     all_scores,
     as_records,
-    suspicion,
 )
-
-EASY = "easy-to-learn"
-AMBIGUOUS = "ambiguous"
-HARD = "hard-to-learn"
-#: Region names, in the order of the categorical ``region`` column.
-REGIONS = (EASY, AMBIGUOUS, HARD)
-#: Region name -> identifier-friendly key (JSON metrics, selection specs).
-REGION_KEYS = {EASY: "easy_to_learn", AMBIGUOUS: "ambiguous", HARD: "hard_to_learn"}
-
-#: Region rules and their parameters with defaults.
-REGION_RULES: dict[str, dict[str, float]] = {
-    # ambiguous if variability >= v; else easy-to-learn if confidence >= c; else hard-to-learn
-    "threshold": {"confidence": 0.5, "variability": 0.2},
-    # ambiguous = round(a*N) highest variability; hard-to-learn = round(h*N) lowest confidence
-    # among the rest; easy-to-learn = the rest; ties broken by id
-    "quantile": {"ambiguous": 0.33, "hard": 0.33},
-}
-#: The default region rule (``regions=None``).
-DEFAULT_REGIONS: dict[str, Any] = {"rule": "threshold", **REGION_RULES["threshold"]}
 
 
 def score_columns() -> tuple[str, ...]:
@@ -124,94 +105,6 @@ def _positive_int(value: Any, name: str) -> int | None:
     return int(value)
 
 
-def region_spec(regions: Mapping[str, Any] | None = None) -> tuple[str, dict[str, float]]:
-    """Validate a region mapping (``{"rule": ..., **params}``; None -> :data:`DEFAULT_REGIONS`)
-    and return ``(rule, params)`` with defaults filled in."""
-    spec = dict(DEFAULT_REGIONS if regions is None else regions)
-    rule = spec.pop("rule", DEFAULT_REGIONS["rule"])
-    if rule not in REGION_RULES:
-        raise ConfigError(f"regions.rule must be one of {', '.join(REGION_RULES)}, not {rule!r}")
-    defaults = REGION_RULES[rule]
-    unknown = sorted(set(spec) - set(defaults))
-    if unknown:
-        raise ConfigError(
-            f"regions: unknown parameter(s) {', '.join(unknown)} for rule {rule!r} "
-            f"(expected {', '.join(defaults)})"
-        )
-    params: dict[str, float] = {}
-    for key, default in defaults.items():
-        value = spec.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
-                or not np.isfinite(value):
-            raise ConfigError(f"regions.{key} must be a number, not {value!r}")
-        params[key] = float(value)
-    if rule == "threshold":
-        if not 0.0 <= params["confidence"] <= 1.0:
-            raise ConfigError(f"regions.confidence must lie in [0, 1], not "
-                              f"{params['confidence']}")
-        if params["variability"] < 0.0:
-            raise ConfigError(f"regions.variability must be >= 0, not {params['variability']}")
-    else:
-        for key in ("ambiguous", "hard"):
-            if not 0.0 <= params[key] <= 1.0:
-                raise ConfigError(f"regions.{key} must be a fraction in [0, 1], not "
-                                  f"{params[key]}")
-        if params["ambiguous"] + params["hard"] > 1.0 + 1e-12:
-            raise ConfigError(
-                f"regions: ambiguous + hard = {params['ambiguous'] + params['hard']} exceeds 1"
-            )
-    return rule, params
-
-
-def _region_codes(conf: np.ndarray, var: np.ndarray, ids: np.ndarray, rule: str,
-                  params: Mapping[str, float]) -> np.ndarray:
-    """int8 codes into :data:`REGIONS` (0 easy, 1 ambiguous, 2 hard)."""
-    n = len(conf)
-    if rule == "threshold":
-        codes = np.where(conf >= params["confidence"], 0, 2).astype(np.int8)
-        codes[var >= params["variability"]] = 1
-        return codes
-    codes = np.zeros(n, dtype=np.int8)
-    k_amb = min(n, round(params["ambiguous"] * n))
-    by_var = np.lexsort((ids, -var))  # highest variability first, ties by id
-    codes[by_var[:k_amb]] = 1
-    rest = by_var[k_amb:]
-    k_hard = min(len(rest), round(params["hard"] * n))
-    by_conf = rest[np.lexsort((ids[rest], conf[rest]))]  # lowest confidence first
-    codes[by_conf[:k_hard]] = 2
-    return codes
-
-
-def assign_regions(scores: pd.DataFrame | Mapping[str, Any], rule: str = "threshold",
-                   **params: float) -> np.ndarray:
-    """Region of every example (vectorised) -> [N] object array of :data:`REGIONS` names.
-
-    ``scores``: a DataFrame (or mapping of arrays) with ``confidence`` and ``variability`` [N]
-    and, for tie-breaking in the quantile rule, ``id`` [N] (default: row position).
-
-    Rules (parameters default to :data:`REGION_RULES`):
-
-    * ``threshold`` (``confidence=0.5, variability=0.2``): ambiguous if variability >=
-      ``variability``; otherwise easy-to-learn if confidence >= ``confidence``, else
-      hard-to-learn. Each example's region depends on its own scores only. 0.5 is where the
-      gold label becomes more likely than not; 0.2 is 40 % of the largest std a probability
-      can have (0.5), which on the paper's maps separates the high-variability arch from the
-      two low-variability ends.
-    * ``quantile`` (``ambiguous=0.33, hard=0.33``): the round(ambiguous * N) examples of highest
-      variability are ambiguous; of the others, the round(hard * N) of lowest confidence are
-      hard-to-learn; the rest are easy-to-learn. Ties are broken by id (smaller id first).
-      This is the paper's 33 % subsets turned into a partition.
-    """
-    rule, params = region_spec({"rule": rule, **params})
-    conf = np.asarray(scores["confidence"], dtype=np.float64)
-    var = np.asarray(scores["variability"], dtype=np.float64)
-    if conf.shape != var.shape or conf.ndim != 1:
-        raise ValueError("confidence and variability must be 1-D arrays of equal length")
-    ids = (np.asarray(scores["id"]) if "id" in scores
-           else np.arange(len(conf), dtype=np.int64))
-    return np.array(REGIONS, dtype=object)[_region_codes(conf, var, ids, rule, params)]
-
-
 # --------------------------------------------------------------------------------------------
 # whole tables
 
@@ -236,8 +129,8 @@ def compute_scores(
 
     Returns a DataFrame with columns :func:`score_columns` (each registered score with its
     registered dtype); ``attrs`` record the options and the number of records used. Raises
-    :class:`~datamap.io.DataError` for a malformed table and :class:`~datamap.io.ConfigError`
-    for bad options.
+    :class:`~datamap.errors.DataError` for a malformed table and
+    :class:`~datamap.errors.ConfigError` for bad options.
     """
     burn_out = _positive_int(burn_out, "burn_out")
     el2n_epochs = _positive_int(el2n_epochs, "el2n_epochs")
@@ -287,7 +180,7 @@ def compute_scores(
 
 def _assemble(ids: np.ndarray, gold: np.ndarray, out: dict[str, np.ndarray], rule: str,
               params: Mapping[str, float], attrs: dict[str, Any]) -> pd.DataFrame:
-    codes = _region_codes(out["confidence"], out["variability"], ids, rule, params)
+    codes = region_codes(out["confidence"], out["variability"], ids, rule, params)
     columns: dict[str, Any] = {"id": ids, "gold": gold}
     columns.update(out)
     columns["region"] = pd.Categorical.from_codes(codes, categories=list(REGIONS))
@@ -365,95 +258,6 @@ def scores_from_logits(logits: Any, gold: Any, **kwargs: Any) -> pd.DataFrame:
     grid = {name: values.reshape(n, r) for name, values in v.items()}
     return scores_from_arrays(grid["p_gold"], grid["pred"], gold, margin=grid["margin"],
                               loss=grid["loss"], el2n_values=grid["el2n"], **kwargs)
-
-
-# --------------------------------------------------------------------------------------------
-# noise detection
-
-
-def noise_detection(scores: pd.DataFrame, is_flipped: Any) -> dict[str, Any]:
-    """How well each score finds flipped labels, as JSON-ready plain values.
-
-    ``scores``: the output of :func:`compute_scores`; ``is_flipped`` [N] bool aligned with its
-    rows (True where the training label was flipped). Every registered score with a label-error
-    orientation (``Score.suspicious``) is oriented by
-    :func:`~datamap.score_registry.suspicion` -- suspicious high -- and evaluated with
-    ``sklearn.metrics.roc_auc_score`` and ``average_precision_score`` (chance level: AUROC 0.5,
-    AP = flip_rate). Scores without one (high for *ambiguous* examples, such as
-    ``variability``, ``threshold_closeness`` and ``aleatoric``: a mislabelled and an easy
-    example both score low) get no AUROC -- one far below 0.5 would read as "useless" when the
-    score simply measures something else -- and are listed under ``excluded`` with the reason.
-    Regions report their size, flipped count, the share of all flipped labels they hold, and
-    their own flip rate. Keys are stable::
-
-        {"n_examples", "n_flipped", "flip_rate",
-         "scores": {score: {"auroc", "average_precision", "suspicious_when"}},
-         "excluded": {score: reason},
-         "regions": {easy_to_learn|ambiguous|hard_to_learn:
-                     {"count", "flipped", "share_of_flipped", "flip_rate"}},
-         "hard_to_learn_flipped", "hard_to_learn_share"}
-
-    ``suspicious_when`` is "low" or "high"; ``hard_to_learn_flipped`` is the number of flipped
-    labels inside hard-to-learn and ``hard_to_learn_share`` their share of all flipped labels
-    (the paper's claim: mislabelled examples gather there). A score with missing values (its
-    input was not recorded) is excluded with that reason.
-
-    Raises :class:`~datamap.io.DataError` unless there are both flipped and clean examples.
-    """
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    flipped = np.asarray(is_flipped)
-    n = len(scores)
-    if flipped.shape != (n,):
-        raise DataError(f"is_flipped has shape {flipped.shape}, expected ({n},) -- one flag per "
-                        "row of the scores table")
-    if flipped.dtype != bool:
-        if not np.isin(flipped, (0, 1)).all():
-            raise DataError("is_flipped must hold booleans (or 0/1)")
-        flipped = flipped.astype(bool)
-    n_flipped = int(flipped.sum())
-    if n_flipped in (0, n):
-        raise DataError(
-            f"noise detection needs both flipped and clean examples ({n_flipped} of {n} flipped)"
-        )
-    result: dict[str, Any] = {
-        "n_examples": int(n),
-        "n_flipped": n_flipped,
-        "flip_rate": n_flipped / n,
-        "scores": {},
-        "excluded": {},
-        "regions": {},
-    }
-    for score in all_scores():
-        if score.suspicious is None:
-            result["excluded"][score.name] = score.why
-            continue
-        key = suspicion(scores, score.name)
-        missing = int((~np.isfinite(key)).sum())
-        if missing:
-            result["excluded"][score.name] = (f"{missing} of {n} examples have no value (its "
-                                              "input was not recorded)")
-            continue
-        result["scores"][score.name] = {
-            "auroc": float(roc_auc_score(flipped, key)),
-            "average_precision": float(average_precision_score(flipped, key)),
-            "suspicious_when": score.suspicious,
-        }
-    region = np.asarray(scores["region"], dtype=object)
-    for name in REGIONS:
-        inside = region == name
-        count = int(inside.sum())
-        hit = int((inside & flipped).sum())
-        result["regions"][REGION_KEYS[name]] = {
-            "count": count,
-            "flipped": hit,
-            "share_of_flipped": hit / n_flipped,
-            "flip_rate": hit / count if count else 0.0,
-        }
-    hard = result["regions"][REGION_KEYS[HARD]]
-    result["hard_to_learn_flipped"] = hard["flipped"]
-    result["hard_to_learn_share"] = hard["share_of_flipped"]
-    return result
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Each :class:`Score` entry holds a score's name, its *reduction* (one block of tr
 in, one value per example out), its dtype, what a selection spec naming it takes first, and the
 direction that is *suspicious* for label errors with the reason -- or why the score is not a
 label-error score. Everything downstream reads this registry:
-:func:`datamap.scores.compute_scores` (which reductions to run), the scores table's schema
+:func:`datamap.scoring.scores.compute_scores` (which reductions to run), the scores table's schema
 (typed by name), selection criteria (``ambiguous``, ``hard_to_learn``, ``easy_to_learn``, any
 score name, ``low_<score>``), :func:`order_by` and noise detection (which scores get an AUROC,
 oriented how). Adding a score is one :func:`register_score` call with its reduction -- the way
@@ -38,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from datamap.io import ConfigError
+from datamap.errors import ConfigError
 
 Direction = Literal["high", "low"]
 DIRECTIONS = ("high", "low")
@@ -293,6 +293,51 @@ def registered(score: Score) -> Iterator[Score]:
         unregister_score(score.name)
 
 
+def register_configured(scores: Mapping[str, Any] | None, key: str = "scores") -> list[str]:
+    """Register the scores the ``scores`` config names -> their names.
+
+    ``scores`` maps a score's name to the ``_target_`` that builds it: a :class:`Score`, or a
+    callable returning one (a factory function of the user's module). The cartography and
+    select stages call this before they compute or rank, so a score of the user's own code
+    reaches the scores table, selection and noise detection through config alone. A score
+    registered already under the same name by the same target is kept (a process may run
+    several stages, and a factory builds a new object each time).
+    """
+    from hydra.utils import instantiate
+
+    done = []
+    for name, conf in (scores or {}).items():
+        where = f"{key}.{name}"
+        if not isinstance(conf, Mapping) or "_target_" not in conf:
+            raise ConfigError(f"{where} needs a _target_: a Score, or a function returning one "
+                              "(e.g. my_project.scores.n_confident)")
+        try:
+            built = instantiate(conf, _convert_="all")
+            score = built() if callable(built) and not isinstance(built, Score) else built
+        except Exception as exc:  # the user's code: say where it came from, in one line
+            raise ConfigError(f"{where} ({conf['_target_']}) could not be built: "
+                              f"{' '.join(str(exc).split())}") from exc
+        if not isinstance(score, Score):
+            raise ConfigError(f"{where} ({conf['_target_']}) gave {type(score).__name__}, not a "
+                              "datamap.scoring.Score")
+        if score.name != name:
+            raise ConfigError(f"{where} builds a score named {score.name!r}; name the config "
+                              f"entry after it ({key}.{score.name})")
+        current = _REGISTRY.get(name)
+        if current is not score:
+            try:
+                register_score(score, replace=current is not None and name in _CONFIGURED)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}; pick another name") from None
+        _CONFIGURED.add(name)
+        done.append(name)
+    return done
+
+
+#: Names registered by :func:`register_configured` (they may be replaced by a later call).
+_CONFIGURED: set[str] = set()
+
+
 def all_scores() -> tuple[Score, ...]:
     """Every registered score, in registration order."""
     return tuple(_REGISTRY.values())
@@ -303,7 +348,7 @@ def score_names() -> tuple[str, ...]:
 
 
 def get_score(name: str) -> Score:
-    """The registered score called ``name``; :class:`~datamap.io.ConfigError` otherwise."""
+    """The registered score called ``name``; :class:`~datamap.errors.ConfigError` otherwise."""
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -353,7 +398,7 @@ def order_by(scores: pd.DataFrame, name: str, *, descending: bool = True) -> np.
 def suspicion(scores: pd.DataFrame, name: str) -> np.ndarray:
     """``name`` oriented so that a likely label error scores high -> [N] float64 (negated when
     the suspicious end is "low": ranks, AUROC and AP are those of 1 - confidence, -aum, ...).
-    :class:`~datamap.io.ConfigError` for a score without a label-error orientation."""
+    :class:`~datamap.errors.ConfigError` for a score without a label-error orientation."""
     score = get_score(name)
     if score.suspicious is None:
         raise ConfigError(f"score {name!r} has no label-error orientation: {score.why}")
@@ -361,16 +406,14 @@ def suspicion(scores: pd.DataFrame, name: str) -> np.ndarray:
     return key if score.suspicious == "high" else -key
 
 
-def markdown_table() -> str:
-    """The registry as a markdown table, one row per score: the README's score table and the
-    output of ``datamap list-scores``."""
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")
+def registry_table() -> str:
+    """The registry as a markdown table, one row per score: the documentation's score table and
+    the output of ``datamap list-scores``."""
+    from datamap.markdown import markdown_table
 
-    rows = ["| score | definition | type | suspicious when | why |", "|---|---|---|---|---|"]
-    rows += [f"| `{s.name}` | {cell(s.definition)} | {s.dtype} | {s.suspicious_when} | "
-             f"{cell(s.why)} |" for s in _REGISTRY.values()]
-    return "\n".join(rows)
+    return markdown_table(["score", "definition", "type", "suspicious when", "why"],
+                          [(f"`{s.name}`", s.definition, s.dtype, s.suspicious_when, s.why)
+                           for s in _REGISTRY.values()])
 
 
 # --------------------------------------------------------------------------------------------

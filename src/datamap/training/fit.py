@@ -9,9 +9,7 @@ Lightning checkpoints when the caller names a persistent ``checkpoint_dir`` (the
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import logging
 import os
 import shutil
@@ -24,8 +22,15 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from datamap.io import ConfigError, write_json
+from datamap.errors import ConfigError
+from datamap.io import move_into, write_json
 from datamap.models.checkpoint import checkpoint_epoch, load_model, save_model
+from datamap.training.checkpoints import (
+    RUN_FILE,
+    prepare_checkpoint_dir,
+    resume_checkpoint,
+    run_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +59,7 @@ def instantiate_group(
     """
     from hydra.utils import instantiate
 
-    from datamap.tracking import missing_extra
+    from datamap.tracking.loggers import missing_extra
 
     objects = []
     for name, conf in (group or {}).items():
@@ -75,110 +80,15 @@ def instantiate_group(
 def build_loggers(group: Mapping[str, Any] | None, log_dir: Path) -> list[Any]:
     """The ``logger`` group's loggers, each writing under ``log_dir/<its name>`` (so several at
     once never share files), with MLflow's local file store allowed."""
-    from datamap.tracking import allow_local_stores, anchor_local_stores
+    from datamap.tracking.loggers import prepare_logger_configs
 
-    allow_local_stores(group)
-    return instantiate_group(anchor_local_stores(group), "logger",
+    return instantiate_group(prepare_logger_configs(group), "logger",
                              save_dir=str(log_dir / "{name}"), dir=str(log_dir / "{name}"))
-
-
-def _move_into(staging: Path, out_dir: Path, names: list[str]) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        src, dst = staging / name, out_dir / name
-        if not src.exists():
-            continue
-        if dst.is_dir():
-            shutil.rmtree(dst)
-        os.replace(src, dst)
 
 
 #: Where the train stage's recorder writes held-out splits' dynamics (``dynamics.splits``):
 #: a directory that always exists, so DVC can declare it as an out whatever is recorded.
 HELDOUT_DIR = "heldout"
-#: In a persistent checkpoint directory: which configuration wrote it and whether it finished.
-RUN_FILE = "run.json"
-
-
-def run_fingerprint(cfg: DictConfig, prepared_dir: str | os.PathLike,
-                    train_ids: np.ndarray | None) -> str:
-    """A hash of everything that determines the training run, for deciding whether a checkpoint
-    may be resumed: seed, datamodule, model, trainer, dynamics, callbacks, the prepared data's
-    ``meta.json`` and the training subset. A resumed run must give what an uninterrupted run of
-    the same configuration gives, so any change means training afresh."""
-    conf = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(
-        cfg.get(key)) else cfg.get(key)
-        for key in ("seed", "model", "trainer", "dynamics", "callbacks")}
-    conf["datamodule"] = OmegaConf.to_container(cfg.data.datamodule, resolve=True)
-    digest = hashlib.sha256(json.dumps(conf, sort_keys=True, default=str).encode())
-    meta = Path(prepared_dir) / "meta.json"
-    if meta.is_file():
-        digest.update(meta.read_bytes())
-    if train_ids is not None:
-        digest.update(np.ascontiguousarray(np.sort(np.asarray(train_ids, np.int64))).tobytes())
-    return digest.hexdigest()
-
-
-def _read_run(checkpoint_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((checkpoint_dir / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def resume_checkpoint(checkpoint_dir: Path, resume: bool | str | None,
-                      fingerprint: str) -> str | None:
-    """The checkpoint to resume from, or None to train afresh.
-
-    ``resume`` False/None: afresh. True: ``checkpoint_dir/last.ckpt`` when it belongs to an
-    unfinished run of the same configuration, else afresh (logged). A path: that checkpoint,
-    which must exist and, when its directory says which configuration wrote it, match this one.
-    """
-    if resume is None or resume is False:
-        return None
-    if resume is True:
-        last = checkpoint_dir / "last.ckpt"
-        run = _read_run(checkpoint_dir)
-        if not last.is_file():
-            log.info("resume: no %s yet; training from scratch", last)
-            return None
-        if run.get("fingerprint") != fingerprint:
-            log.warning("resume: %s was written by a different configuration (or its %s is "
-                        "missing); training from scratch", last, RUN_FILE)
-            return None
-        if run.get("finished"):
-            log.info("resume: the run in %s finished; training from scratch", checkpoint_dir)
-            return None
-        return str(last)
-    path = Path(str(resume))
-    if not path.is_file():
-        raise ConfigError(f"resume={resume!r}: checkpoint not found; pass the path of a .ckpt "
-                          "file, true (the last checkpoint of the train stage) or false")
-    run = _read_run(path.parent)
-    if run and run.get("fingerprint") != fingerprint:
-        raise ConfigError(f"resume={resume!r}: the checkpoint was written with a different "
-                          "configuration (see its run.json); resuming it would mix two runs")
-    return str(path)
-
-
-def _prepare_checkpoint_dir(checkpoint_dir: Path, ckpt_path: str | None,
-                            fingerprint: str) -> None:
-    """Rank 0: clear the directory unless resuming from a checkpoint inside it; mark the run."""
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
-
-    if getattr(rank_zero_only, "rank", 0) != 0:
-        return  # DDP ranks > 0 start inside trainer.fit, after rank 0 has done this
-    inside = ckpt_path is not None and checkpoint_dir.resolve() in Path(ckpt_path).resolve().parents
-    if not inside and checkpoint_dir.exists():
-        shutil.rmtree(checkpoint_dir)  # a fresh run must not see an earlier run's files
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    parts = Path(ckpt_path).parent / "dynamics" if ckpt_path is not None else None
-    if not inside and parts is not None and parts.is_dir():
-        # resuming a checkpoint kept elsewhere: its completed epochs' dynamics come along
-        shutil.copytree(parts, checkpoint_dir / "dynamics")
-    write_json(checkpoint_dir / RUN_FILE, {"fingerprint": fingerprint, "finished": False})
-
-
 def saved_model_metrics(model_path: Path, datamodule: Any, trainer: Any,
                         monitor: str | None) -> dict[str, Any]:
     """What ``metrics.json`` says: the numbers of the model saved in ``model_path``.
@@ -188,7 +98,7 @@ def saved_model_metrics(model_path: Path, datamodule: Any, trainer: Any,
     which is usually another set of weights. The last epoch's logged values are kept under
     ``last_epoch``, a name that says what they are.
     """
-    from datamap.evaluation import split_metrics
+    from datamap.training.metrics import split_metrics
 
     last = {key.replace("/", "_"): round(float(value), 6)
             for key, value in sorted(trainer.callback_metrics.items())
@@ -269,7 +179,7 @@ def fit_classifier(
 
     from datamap.callbacks.compose import fit_callbacks, shows_progress
     from datamap.callbacks.portable import PortableCheckpointPaths
-    from datamap.tracking import RUNS_FILE, finish_runs, write_runs
+    from datamap.tracking.loggers import RUNS_FILE, finish_runs, write_runs
 
     check_max_epochs(cfg.trainer)
     out_dir = Path(out_dir)
@@ -298,7 +208,7 @@ def fit_classifier(
             checkpoint_dir = Path(checkpoint_dir)
             fingerprint = run_fingerprint(cfg, prepared_dir, train_ids)
             ckpt_path = resume_checkpoint(checkpoint_dir, resume, fingerprint)
-            _prepare_checkpoint_dir(checkpoint_dir, ckpt_path, fingerprint)
+            prepare_checkpoint_dir(checkpoint_dir, ckpt_path, fingerprint)
         loggers = build_loggers(cfg.get("logger"), staging / "logs")
         all_callbacks = fit_callbacks(
             instantiate_group(cfg.get("callbacks"), "callbacks", dirpath=str(checkpoint_dir)),
@@ -342,7 +252,7 @@ def fit_classifier(
             write_runs(loggers, staging / "logs" / RUNS_FILE)
             finish_runs(loggers)
             # a directory is replaced whole: no file of an earlier run survives in it
-            _move_into(staging, out_dir, ["model.ckpt", "metrics.json", "logs",
+            move_into(staging, out_dir, ["model.ckpt", "metrics.json", "logs",
                                           "dynamics.parquet", HELDOUT_DIR])
             if fingerprint:
                 write_json(checkpoint_dir / RUN_FILE, {"fingerprint": fingerprint,

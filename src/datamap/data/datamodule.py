@@ -22,8 +22,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from datamap.data.prepared import PreparedSplit, eval_splits, read_meta, read_split
-from datamap.io import ConfigError, DataError
+from datamap.data.splits import PreparedSplit, eval_splits, read_meta, read_split
+from datamap.errors import ConfigError, DataError
 
 #: A backbone's batch encoder: a raw batch (ids, labels, x or texts) -> the batch it reads.
 Encoder = Callable[[dict[str, Any]], dict[str, Any]]

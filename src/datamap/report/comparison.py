@@ -21,8 +21,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from datamap.io import ConfigError, DataError, read_json, write_json, write_text
+from datamap.errors import ConfigError, DataError
+from datamap.io import read_json, write_json, write_text
 from datamap.layout import Layout
+from datamap.markdown import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +56,14 @@ def collect(layout: Layout, specs: Sequence[str]) -> dict[str, Any]:
     """Per spec: subset size and make-up, and each evaluation set's metrics over seeds."""
     report: dict[str, Any] = {}
     controls = None
+    where = layout.eval_metrics
+    evaluated = read_json(where, what="metrics of the evaluate stage")
     for spec in specs:
         subset = read_json(layout.subset(spec) / "summary.json", what=f"subset summary of {spec}")
-        where = layout.eval(spec) / "metrics.json"
-        metrics = read_json(where, what=f"metrics of {spec}")
+        if spec not in evaluated:
+            raise DataError(f"{where} has no metrics of spec {spec!r}; the evaluation is stale: "
+                            "rerun the evaluate stage (dvc repro)")
+        metrics = evaluated[spec]
         if "test" not in metrics or not isinstance(metrics.get("control"), dict):
             raise DataError(f"{where} lacks test or control metrics; rerun the evaluate stage")
         names = list(metrics["control"])
@@ -162,14 +168,14 @@ def _make_up(entry: Mapping[str, Any]) -> str:
     return " / ".join(f"{entry['regions'][key]:.0%}" for key in REGION_KEYS)
 
 
-def markdown_table(report: Mapping[str, Any], baseline: str | None = None,
-                   missing: Mapping[str, list[str]] | None = None) -> str:
+def comparison_table(report: Mapping[str, Any], baseline: str | None = None,
+                     missing: Mapping[str, list[str]] | None = None) -> str:
     """summary.md's table: one row per spec (``missing``: spec -> the classes it lacks)."""
     sets = eval_sets(report)
     header = ["spec", "examples", "share", "easy / ambiguous / hard", "flipped", "lacks"]
     for label, _ in sets:
         header += [f"{label} acc", f"{label} macro-F1"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     base_seeds = report[baseline]["seeds"] if baseline in report else 0
     for spec, entry in report.items():
         flipped = entry.get("flipped_share")
@@ -180,8 +186,8 @@ def markdown_table(report: Mapping[str, Any], baseline: str | None = None,
         for _, path in sets:
             values = metrics_at(entry, path)
             row += [_cell(values[m], entry["seeds"], base_seeds) for m in SHOWN]
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(row)
+    return markdown_table(header, rows) + "\n"
 
 
 def fraction_curves(report: Mapping[str, Any],
@@ -251,7 +257,7 @@ def write_report(layout_in: Layout, out_dir: str | os.PathLike, specs: Sequence[
     """``summary.md``, ``metrics.json``, ``comparison.png``, ``fraction_curves.csv`` and
     ``fraction_curves.png`` for ``specs`` (``definitions``: name -> spec, for the row order and
     the curves; ``baseline``: the spec the others are compared with)."""
-    from datamap.plots import plot_comparison, plot_fraction_curves
+    from datamap.report.figures import plot_comparison, plot_fraction_curves
 
     out_dir = Path(out_dir)
     definitions = definitions or {}
@@ -259,7 +265,7 @@ def write_report(layout_in: Layout, out_dir: str | os.PathLike, specs: Sequence[
     add_differences(report, baseline)
     missing = {spec: read_json(layout_in.subset(spec) / "summary.json").get("missing_classes", [])
                for spec in report}
-    table = markdown_table(report, baseline, missing)
+    table = comparison_table(report, baseline, missing)
     write_text(out_dir / "summary.md",
                _intro(report, baseline) + controls_note(layout_in, report) + table)
     sets = [label for label, _ in eval_sets(report)]

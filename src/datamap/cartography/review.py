@@ -1,0 +1,60 @@
+"""The review queue (``review/``): what a user hands to annotators.
+
+The hard-to-learn examples, lowest confidence first, with the given label and the label the
+model settled on, the text itself for text data (and the source file for image folders), and a
+grid for images.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+
+
+def last_predictions(dynamics_path: str | os.PathLike, epoch: int) -> pd.Series:
+    """Each example's predicted class at the last record of ``epoch`` (what the model settled
+    on), reading only that epoch's rows."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(dynamics_path, columns=["id", "record", "pred"],
+                          filters=[("epoch", "==", epoch)])
+    last = table.filter(pc.equal(table["record"], pc.max(table["record"])))
+    return pd.Series(last["pred"].to_numpy(), index=last["id"].to_numpy())
+
+
+def review_queue(scores: pd.DataFrame, predictions: pd.Series, class_names: list[str],
+                 top_k: int) -> pd.DataFrame:
+    from datamap.scoring.regions import HARD
+
+    hard = scores[scores["region"] == HARD]
+    hard = hard.sort_values(["confidence", "id"], kind="stable").head(top_k)
+    suggested = predictions.reindex(hard["id"]).to_numpy()
+    names = np.asarray(class_names)
+    return pd.DataFrame({
+        "rank": np.arange(1, len(hard) + 1),
+        "id": hard["id"].to_numpy(),
+        "given_label": names[hard["gold"].to_numpy()],
+        "model_label": names[suggested],
+        "confidence": hard["confidence"].round(6).to_numpy(),
+        "variability": hard["variability"].round(6).to_numpy(),
+        "correctness": hard["correctness"].round(6).to_numpy(),
+    })
+
+
+#: Columns of the review queue that show the example itself (what annotators read).
+SHOWN_INPUTS = {"text": "text", "text_pair": "text_pair", "file": "files"}
+
+
+def with_inputs(queue: pd.DataFrame, train: Any) -> pd.DataFrame:
+    """The queue with the examples' own text (and pair) or source file next to their labels,
+    so annotators can judge them without looking the ids up."""
+    queue = queue.copy()
+    for column, attr in SHOWN_INPUTS.items():
+        values = getattr(train, attr, None)
+        if values is not None:
+            queue[column] = pd.Series(values, index=train.ids).reindex(queue["id"]).to_numpy()
+    return queue

@@ -1,0 +1,1 @@
+"""The report step: one comparison of every subset (summary.md, metrics.json) and its figures."""

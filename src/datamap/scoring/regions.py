@@ -1,0 +1,124 @@
+"""The regions of the data map: easy-to-learn, ambiguous, hard-to-learn.
+
+A region has one *name* (what ``scores.parquet``, the map and the review queue show:
+``hard-to-learn``) and one *key* (the identifier form used in JSON metrics, selection specs and
+config: ``hard_to_learn``); sweep spec names abbreviate the key (``hard_25``,
+:data:`datamap.selection.specs.SHORT_NAMES`). :data:`REGION_KEYS` is the one table between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from datamap.errors import ConfigError
+
+EASY = "easy-to-learn"
+AMBIGUOUS = "ambiguous"
+HARD = "hard-to-learn"
+#: Region names, in the order of the categorical ``region`` column.
+REGIONS = (EASY, AMBIGUOUS, HARD)
+#: Region name -> identifier-friendly key (JSON metrics, selection specs).
+REGION_KEYS = {EASY: "easy_to_learn", AMBIGUOUS: "ambiguous", HARD: "hard_to_learn"}
+
+#: Region rules and their parameters with defaults.
+REGION_RULES: dict[str, dict[str, float]] = {
+    # ambiguous if variability >= v; else easy-to-learn if confidence >= c; else hard-to-learn
+    "threshold": {"confidence": 0.5, "variability": 0.2},
+    # ambiguous = round(a*N) highest variability; hard-to-learn = round(h*N) lowest confidence
+    # among the rest; easy-to-learn = the rest; ties broken by id
+    "quantile": {"ambiguous": 0.33, "hard": 0.33},
+}
+#: The default region rule (``regions=None``).
+DEFAULT_REGIONS: dict[str, Any] = {"rule": "threshold", **REGION_RULES["threshold"]}
+
+
+def region_spec(regions: Mapping[str, Any] | None = None) -> tuple[str, dict[str, float]]:
+    """Validate a region mapping (``{"rule": ..., **params}``; None -> :data:`DEFAULT_REGIONS`)
+    and return ``(rule, params)`` with defaults filled in."""
+    spec = dict(DEFAULT_REGIONS if regions is None else regions)
+    rule = spec.pop("rule", DEFAULT_REGIONS["rule"])
+    if rule not in REGION_RULES:
+        raise ConfigError(f"regions.rule must be one of {', '.join(REGION_RULES)}, not {rule!r}")
+    defaults = REGION_RULES[rule]
+    unknown = sorted(set(spec) - set(defaults))
+    if unknown:
+        raise ConfigError(
+            f"regions: unknown parameter(s) {', '.join(unknown)} for rule {rule!r} "
+            f"(expected {', '.join(defaults)})"
+        )
+    params: dict[str, float] = {}
+    for key, default in defaults.items():
+        value = spec.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+                or not np.isfinite(value):
+            raise ConfigError(f"regions.{key} must be a number, not {value!r}")
+        params[key] = float(value)
+    if rule == "threshold":
+        if not 0.0 <= params["confidence"] <= 1.0:
+            raise ConfigError(f"regions.confidence must lie in [0, 1], not "
+                              f"{params['confidence']}")
+        if params["variability"] < 0.0:
+            raise ConfigError(f"regions.variability must be >= 0, not {params['variability']}")
+    else:
+        for key in ("ambiguous", "hard"):
+            if not 0.0 <= params[key] <= 1.0:
+                raise ConfigError(f"regions.{key} must be a fraction in [0, 1], not "
+                                  f"{params[key]}")
+        if params["ambiguous"] + params["hard"] > 1.0 + 1e-12:
+            raise ConfigError(
+                f"regions: ambiguous + hard = {params['ambiguous'] + params['hard']} exceeds 1"
+            )
+    return rule, params
+
+
+def region_codes(conf: np.ndarray, var: np.ndarray, ids: np.ndarray, rule: str,
+                  params: Mapping[str, float]) -> np.ndarray:
+    """int8 codes into :data:`REGIONS` (0 easy, 1 ambiguous, 2 hard)."""
+    n = len(conf)
+    if rule == "threshold":
+        codes = np.where(conf >= params["confidence"], 0, 2).astype(np.int8)
+        codes[var >= params["variability"]] = 1
+        return codes
+    codes = np.zeros(n, dtype=np.int8)
+    k_amb = min(n, round(params["ambiguous"] * n))
+    by_var = np.lexsort((ids, -var))  # highest variability first, ties by id
+    codes[by_var[:k_amb]] = 1
+    rest = by_var[k_amb:]
+    k_hard = min(len(rest), round(params["hard"] * n))
+    by_conf = rest[np.lexsort((ids[rest], conf[rest]))]  # lowest confidence first
+    codes[by_conf[:k_hard]] = 2
+    return codes
+
+
+def assign_regions(scores: pd.DataFrame | Mapping[str, Any], rule: str = "threshold",
+                   **params: float) -> np.ndarray:
+    """Region of every example (vectorised) -> [N] object array of :data:`REGIONS` names.
+
+    ``scores``: a DataFrame (or mapping of arrays) with ``confidence`` and ``variability`` [N]
+    and, for tie-breaking in the quantile rule, ``id`` [N] (default: row position).
+
+    Rules (parameters default to :data:`REGION_RULES`):
+
+    * ``threshold`` (``confidence=0.5, variability=0.2``): ambiguous if variability >=
+      ``variability``; otherwise easy-to-learn if confidence >= ``confidence``, else
+      hard-to-learn. Each example's region depends on its own scores only. 0.5 is where the
+      gold label becomes more likely than not; 0.2 is 40 % of the largest std a probability
+      can have (0.5), which on the paper's maps separates the high-variability arch from the
+      two low-variability ends.
+    * ``quantile`` (``ambiguous=0.33, hard=0.33``): the round(ambiguous * N) examples of highest
+      variability are ambiguous; of the others, the round(hard * N) of lowest confidence are
+      hard-to-learn; the rest are easy-to-learn. Ties are broken by id (smaller id first).
+      This is the paper's 33 % subsets turned into a partition.
+    """
+    rule, params = region_spec({"rule": rule, **params})
+    conf = np.asarray(scores["confidence"], dtype=np.float64)
+    var = np.asarray(scores["variability"], dtype=np.float64)
+    if conf.shape != var.shape or conf.ndim != 1:
+        raise ValueError("confidence and variability must be 1-D arrays of equal length")
+    ids = (np.asarray(scores["id"]) if "id" in scores
+           else np.arange(len(conf), dtype=np.int64))
+    return np.array(REGIONS, dtype=object)[region_codes(conf, var, ids, rule, params)]
