@@ -24,7 +24,7 @@ from datamap.data.corrections import (
     format_corrections,
     merge_decisions,
     parse_corrections,
-    read_applied,
+    read_applied_corrections,
     read_corrections,
 )
 from datamap.data.labelstudio import (
@@ -227,7 +227,7 @@ def test_corrections_apply_after_the_noise_to_whichever_split_holds_the_id(plain
     assert schema_metadata(pq.read_table(tmp_path / "prepared" / "test.parquet"))[
         "corrections"] == {"test": {"relabel": 0, "drop": 1, "keep": 0}}
 
-    applied = read_applied(tmp_path / "prepared")
+    applied = read_applied_corrections(tmp_path / "prepared")
     assert list(applied.columns) == ["id", "split", "action", "label_before", "label_after",
                                      "note", "reviewer"]
     assert applied["id"].is_monotonic_increasing and len(applied) == len(decisions)
@@ -253,7 +253,7 @@ def test_no_decisions_change_no_byte_of_the_training_data(plain_digits, tmp_path
                  "corrections.parquet"):
         assert (tmp_path / "empty" / name).read_bytes() == (plain_digits / name).read_bytes()
     assert "corrections" not in read_meta(plain_digits)
-    assert len(read_applied(plain_digits)) == 0
+    assert len(read_applied_corrections(plain_digits)) == 0
     # a test-only decision leaves meta.json and the training files as they are
     test_id = int(read_split(plain_digits, "test").ids[3])
     digits(tmp_path / "test_only", parse(f"id,action\n{test_id},drop\n"))
@@ -264,7 +264,7 @@ def test_no_decisions_change_no_byte_of_the_training_data(plain_digits, tmp_path
 def test_read_applied_names_a_stale_prepared_directory(tmp_path):
     with pytest.raises(DataError, match="corrections.parquet: applied corrections not found; "
                                         "rerun the prepare stage"):
-        read_applied(tmp_path)
+        read_applied_corrections(tmp_path)
 
 
 # ------------------------------------------------------------------------------ the queue

@@ -49,8 +49,9 @@ def review_queue(scores: pd.DataFrame, predictions: pd.Series, class_names: list
     top_k : int
         The queue's length at most.
     decided : pandas.DataFrame, optional
-        The applied decisions (:func:`datamap.data.corrections.read_applied`): ids of the train
-        split relabelled or kept leave the queue, except a keep the model disagrees with (its
+        The applied decisions
+        (:func:`datamap.data.corrections.read_applied_corrections`): ids of the train split
+        relabelled or kept leave the queue, except a keep the model disagrees with (its
         prediction is not the kept label), which stays flagged.
 
     Returns

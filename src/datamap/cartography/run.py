@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from datamap.data.corrections import read_applied, summary_counts
+from datamap.data.corrections import read_applied_corrections, summary_counts
 from datamap.data.splits import read_meta, read_split
 from datamap.errors import DataError
 from datamap.io import atomic_path, staged_outputs, write_json, write_parquet
@@ -108,7 +108,8 @@ def run_cartography(
 
         predictions = last_predictions(dynamics_path, epochs - 1)
         queue = review_queue(scores, predictions, meta["class_names"],
-                             int(cfg.get("review_top_k", 100)), read_applied(prepared_dir))
+                             int(cfg.get("review_top_k", 100)),
+                             read_applied_corrections(prepared_dir))
         queue = with_inputs(queue, train)
         with atomic_path(staging / "review") as tmp:
             tmp.mkdir()

@@ -13,13 +13,16 @@ The prepare stage applies the file after the splits and the label noise are made
 examples are flipped with and without corrections) to whichever split holds each id, counts
 each action in ``meta.json`` (train and val; the test split's counts are in its own file's
 metadata, since ``meta.json`` is a dependency of training) and writes the decisions it applied
-to ``corrections.parquet`` in the prepared directory (:func:`read_applied`).
+to ``corrections.parquet`` in the prepared directory (:func:`read_applied_corrections`, a
+DataFrame for the interactive page and the review queue).
 
 How a file is read, so that no value is read two ways: the text is UTF-8 (a leading byte-order
 mark is dropped); cells are taken exactly as written (no trimming); a line with no cell at all
-is skipped; ``id`` is a base-10 integer (ASCII digits, an optional ``-``; ``7.0``, ``1e3`` or
-`` 7`` are refused); ``action`` is one of the three words in lower case. Anything else is
-refused in one line naming the file, the line and the fix.
+is skipped; ``id`` is a base-10 integer (ASCII digits, an optional ``-``; leading zeros are
+ignored, ``007`` is 7; ``7.0``, ``1e3`` or `` 7`` are refused); ``action`` is one of the three
+words in lower case; a label is compared with the class names exactly (``1`` is not ``1.0``,
+``cat `` not ``cat``). Anything else is refused in one line naming the file, the line and the
+fix.
 """
 
 from __future__ import annotations
@@ -371,7 +374,7 @@ def apply_corrections(corrections: Corrections | None, splits: Mapping[str, Any]
 # reading the applied decisions (the cartography stage, the interactive page)
 
 
-def read_applied(prepared_dir: str | os.PathLike) -> Any:
+def read_applied_corrections(prepared_dir: str | os.PathLike) -> Any:
     """The decisions the prepare stage applied, as a pandas DataFrame.
 
     Parameters
