@@ -157,6 +157,9 @@ REFUSALS = [
     ("corrections-drop-everything",
      "id,action\n" + "".join(f"{i},drop\n" for i in range(60)), (),
      ("drops every training example",)),
+    ("corrections-class-left-empty",
+     "id,action\n" + "".join(f"{i},drop\n" for i in range(0, 60, 2)), (),
+     ("leave no training example of class 'negative'", "keep some of its examples")),
     ("corrections-not-a-path", "id,action,label\n", ("data.corrections=5",),
      ("data.corrections must be a file path or null, got 5",)),
 ]

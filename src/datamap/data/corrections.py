@@ -311,7 +311,8 @@ def apply_corrections(corrections: Corrections | None, splits: Mapping[str, Any]
     ------
     DataError
         An id in no split, an id in more than one split (their ids overlap), a label that is
-        not a class name, or drops that empty the training split.
+        not a class name, or decisions that empty the training split or leave a class without
+        training examples.
     """
     corrections = corrections or Corrections()
     names = list(class_names)
@@ -364,6 +365,12 @@ def apply_corrections(corrections: Corrections | None, splits: Mapping[str, Any]
             if split == "train" and clean is not None:
                 clean = np.asarray(clean)[keep]
         corrected[split] = data
+    before, after = set(np.unique(splits["train"].labels)), set(np.unique(
+        corrected["train"].labels))
+    if before - after:
+        lost = ", ".join(repr(names[int(i)]) for i in sorted(before - after))
+        raise DataError(f"{origin}: the decisions leave no training example of class {lost}; a "
+                        "model cannot learn a class it never sees: keep some of its examples")
     rows.sort(key=lambda row: row[0])
     table = pa.Table.from_pylist([dict(zip(APPLIED_SCHEMA.names, row, strict=True))
                                   for row in rows], schema=APPLIED_SCHEMA)
