@@ -21,8 +21,9 @@ import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Overrides that shrink the real config for in-process tests (a few epochs, CPU).
-TINY = ["trainer.max_epochs=3", "trainer.accelerator=cpu"]
+#: Overrides that shrink the real config for in-process tests (a few epochs, CPU); they run in
+#: temporary directories, without the repository's data/corrections.csv.
+TINY = ["trainer.max_epochs=3", "trainer.accelerator=cpu", "data.corrections=null"]
 
 
 def compose_cfg(*overrides: str):
@@ -122,12 +123,13 @@ def digest(path: Path) -> str:
 
 def copy_repo(dest: Path, *overrides: str) -> Path:
     """A clone-like copy of the project at ``dest`` (tracked and untracked-unignored files,
-    without DVC's cache or data/ other than its data/selections/ inputs), with ``params.yaml``
-    composed with ``overrides`` and everything committed to a fresh git repository."""
+    without DVC's cache or data/ other than its inputs data/selections/ and
+    data/corrections.csv), with ``params.yaml`` composed with ``overrides`` and everything
+    committed to a fresh git repository."""
     listed = sh("git", "ls-files", "-co", "--exclude-standard", cwd=ROOT).stdout.split("\n")
     for name in filter(None, listed):
         skipped = name.startswith(("data/", ".dvc/cache", ".dvc/tmp")) \
-            and not name.startswith("data/selections/")
+            and not name.startswith(("data/selections/", "data/corrections.csv"))
         if skipped or not (ROOT / name).is_file():
             continue
         (dest / name).parent.mkdir(parents=True, exist_ok=True)

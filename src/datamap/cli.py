@@ -243,6 +243,72 @@ def _register_evaluate_command(sub: argparse._SubParsersAction) -> None:
 _EXTRA_COMMANDS.append(_register_evaluate_command)
 
 
+# --------------------------------------------------------------------------------------------
+# reviewers' decisions through Label Studio (datamap.data.labelstudio, docs/corrections.md)
+
+
+def _export_labelstudio(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from datamap.data.labelstudio import export_labelstudio
+
+    config = args.config or str(Path(args.out).with_name("labeling_config.xml"))
+    count = export_labelstudio(args.queue, args.prepared, args.out, config)
+    print(f"wrote {count} task(s) to {args.out} and the labeling config to {config}: paste the "
+          "config into the project's Settings > Labeling Interface > Code, then import the "
+          "tasks")
+    return 0
+
+
+def _import_labelstudio(args: argparse.Namespace) -> int:
+    from datamap.data.labelstudio import import_labelstudio
+
+    report = import_labelstudio(args.export, args.corrections, args.prepared)
+    print(f"merged {report.describe(args.corrections)}")
+    return 0
+
+
+def _register_corrections_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "corrections",
+        help="the review queue to Label Studio and its annotations back into "
+        "data/corrections.csv",
+        description="Reviewers' decisions (relabel, drop, keep) in data/corrections.csv, "
+        "applied by the prepare stage; see docs/corrections.md.",
+    )
+    commands = p.add_subparsers(dest="corrections_command", required=True)
+    e = commands.add_parser(
+        "export-labelstudio",
+        help="the review queue as Label Studio tasks (JSON) + labeling_config.xml",
+        description="One task per queued example (its input, id, given and model label), the "
+        "model's label as a pre-annotation, and the labeling config to paste.",
+    )
+    e.add_argument("--out", required=True, help="the tasks file to write, e.g. tasks.json")
+    e.add_argument("--config", default=None,
+                   help="the labeling config to write (default: labeling_config.xml next to "
+                   "--out)")
+    e.add_argument("--queue", default="data/cartography/review/hard_to_learn.csv",
+                   help="the review queue (default data/cartography/review/hard_to_learn.csv)")
+    e.add_argument("--prepared", default="data/prepared",
+                   help="the prepared data (default data/prepared)")
+    e.set_defaults(func=_export_labelstudio)
+    i = commands.add_parser(
+        "import-labelstudio",
+        help="merge a Label Studio JSON export into data/corrections.csv",
+        description="The given label chosen: keep; another class: relabel; drop ticked: drop. "
+        "A new decision replaces an earlier one for the same id.",
+    )
+    i.add_argument("export", help="Label Studio's JSON export (Export > JSON)")
+    i.add_argument("--corrections", default="data/corrections.csv",
+                   help="the corrections file to merge into (default data/corrections.csv)")
+    i.add_argument("--prepared", default="data/prepared",
+                   help="the prepared data, for its class names (default data/prepared)")
+    i.set_defaults(func=_import_labelstudio)
+
+
+_EXTRA_COMMANDS.append(_register_corrections_commands)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)

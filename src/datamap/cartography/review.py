@@ -2,7 +2,9 @@
 
 The hard-to-learn examples, lowest confidence first, with the given label and the label the
 model settled on, the text itself for text data (and the source file for image folders), and a
-grid for images.
+grid for images. Examples already decided in ``data/corrections.csv`` (relabelled, or kept as
+correct) leave the queue, except a kept one the model still disagrees with: it stays, with
+``previously`` = ``keep`` and ``flag`` = :data:`KEEP_DISPUTED`.
 """
 
 from __future__ import annotations
@@ -26,12 +28,52 @@ def last_predictions(dynamics_path: str | os.PathLike, epoch: int) -> pd.Series:
     return pd.Series(last["pred"].to_numpy(), index=last["id"].to_numpy())
 
 
+#: The ``flag`` of a queued example a reviewer kept while the model predicts another class.
+KEEP_DISPUTED = "model disagrees with a keep"
+
+
 def review_queue(scores: pd.DataFrame, predictions: pd.Series, class_names: list[str],
-                 top_k: int) -> pd.DataFrame:
+                 top_k: int, decided: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The ``top_k`` hard-to-learn examples still to review, lowest confidence first (ties by
+    id).
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        The training examples' scores: ``id``, ``gold``, ``region``, ``confidence``,
+        ``variability``, ``correctness``.
+    predictions : pandas.Series
+        id -> the class index the model settled on (:func:`last_predictions`).
+    class_names : list of str
+        The class names, by index.
+    top_k : int
+        The queue's length at most.
+    decided : pandas.DataFrame, optional
+        The applied decisions
+        (:func:`datamap.data.corrections.read_applied_corrections`): ids of the train split
+        relabelled or kept leave the queue, except a keep the model disagrees with (its
+        prediction is not the kept label), which stays flagged.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``rank``, ``id``, ``given_label``, ``model_label``, ``confidence``, ``variability``,
+        ``correctness``, ``previously`` (``keep`` or "") and ``flag`` (:data:`KEEP_DISPUTED`
+        or "").
+    """
     from datamap.scoring.regions import HARD
 
     hard = scores[scores["region"] == HARD]
-    hard = hard.sort_values(["confidence", "id"], kind="stable").head(top_k)
+    hard = hard.sort_values(["confidence", "id"], kind="stable")
+    kept = np.zeros(len(hard), dtype=bool)
+    if decided is not None and len(decided):
+        train = decided[decided["split"] == "train"]
+        ids = hard["id"].to_numpy()
+        kept = np.isin(ids, train.loc[train["action"] == "keep", "id"].to_numpy())
+        disputed = predictions.reindex(ids).to_numpy() != hard["gold"].to_numpy()
+        leaves = np.isin(ids, train["id"].to_numpy()) & ~(kept & disputed)
+        hard, kept = hard[~leaves], kept[~leaves]
+    hard, kept = hard.head(top_k), kept[:top_k]
     suggested = predictions.reindex(hard["id"]).to_numpy()
     names = np.asarray(class_names)
     return pd.DataFrame({
@@ -42,6 +84,8 @@ def review_queue(scores: pd.DataFrame, predictions: pd.Series, class_names: list
         "confidence": hard["confidence"].round(6).to_numpy(),
         "variability": hard["variability"].round(6).to_numpy(),
         "correctness": hard["correctness"].round(6).to_numpy(),
+        "previously": np.where(kept, "keep", ""),
+        "flag": np.where(kept, KEEP_DISPUTED, ""),
     })
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from datamap.data.corrections import read_applied_corrections, summary_counts
 from datamap.data.splits import read_meta, read_split
 from datamap.errors import DataError
 from datamap.io import atomic_path, staged_outputs, write_json, write_parquet
@@ -49,7 +50,8 @@ def run_cartography(
 ) -> dict[str, Any]:
     """Compute scores and write scores.parquet, data_map.png, data_map.html, map_points.csv,
     summary.json and review/ into ``out_dir`` (all of them or, on any error, none); return the
-    summary."""
+    summary. Examples decided in the prepared data's corrections leave the review queue
+    (:func:`datamap.cartography.review.review_queue`)."""
     from datamap.cartography.figures import plot_data_map, plot_points_frame, plot_review_grid
     from datamap.cartography.page import PAGE_NAME, html_options, write_data_map_html
     from datamap.cartography.review import last_predictions, review_queue, with_inputs
@@ -84,6 +86,8 @@ def run_cartography(
                 for c in ("confidence", "variability", "correctness")}
             for r in REGIONS if counts.get(r, 0) > 0
         },
+        # reviewers' decisions applied by the prepare stage (data.corrections)
+        "corrections": summary_counts(meta),
     }
     if train.clean_labels is not None:
         flipped = (train.labels != train.clean_labels)
@@ -104,7 +108,8 @@ def run_cartography(
 
         predictions = last_predictions(dynamics_path, epochs - 1)
         queue = review_queue(scores, predictions, meta["class_names"],
-                             int(cfg.get("review_top_k", 100)))
+                             int(cfg.get("review_top_k", 100)),
+                             read_applied_corrections(prepared_dir))
         queue = with_inputs(queue, train)
         with atomic_path(staging / "review") as tmp:
             tmp.mkdir()

@@ -1,4 +1,5 @@
-"""Data: sources, the prepare stage (splits, label noise, control sets), and loaders.
+"""Data: sources, the prepare stage (splits, label noise, control sets, corrections), and
+loaders.
 
 Names are loaded from their modules on first use, so importing one submodule (say
 ``datamap.data.prepare``) does not import the others: a stage depends only on the modules it
@@ -23,6 +24,8 @@ _EXPORTS = {
     "read_meta": "datamap.data.splits",
     "read_split": "datamap.data.splits",
     "PreparedDataModule": "datamap.data.datamodule",
+    "read_corrections": "datamap.data.corrections",
+    "read_applied_corrections": "datamap.data.corrections",
 }
 
 __all__ = sorted(_EXPORTS)

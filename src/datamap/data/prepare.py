@@ -16,6 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from datamap.data.corrections import (
+    APPLIED_FILE,
+    Corrections,
+    apply_corrections,
+    read_corrections,
+)
 from datamap.data.sources import RawData, SourceData
 from datamap.data.splits import CONTROL_INDEX, CONTROL_NAME, CONTROLS, split_table
 from datamap.errors import ConfigError, DataError
@@ -150,6 +156,7 @@ def prepare(
     label_noise: float,
     controls: Mapping[str, Any] | None = None,
     seed: int,
+    corrections: Corrections | None = None,
 ) -> dict[str, Any]:
     """Split the source, inject train label noise, build the control sets, write ``out_dir``.
 
@@ -160,6 +167,9 @@ def prepare(
         label_noise: the share of training labels flipped to another class (``clean_label``
             keeps the truth).
         controls: name -> control builder (``data.controls``), added to the source's own.
+        corrections: reviewers' decisions (``data.corrections``, see
+            :mod:`datamap.data.corrections`), applied after the label noise, before the
+            control sets are built from the test split.
     Returns the ``meta.json`` written.
     """
     if isinstance(source, RawData):
@@ -184,6 +194,13 @@ def prepare(
             f"{class_names[int(train_labels[0])]!r}; classification needs at least two classes: "
             "check data.source.label_column"
         )
+    # noise first, then the reviewers' decisions: the same examples are flipped with and
+    # without corrections; control sets built from the test split see its corrected labels
+    clean = splits["train"].labels
+    noisy, flipped = inject_label_noise(clean, label_noise, num_classes, seed + 2)
+    applied = apply_corrections(corrections, {**splits, "train": replace(splits["train"],
+                                labels=noisy)}, class_names, clean_labels=clean)
+    splits, clean, train = applied.splits, applied.clean_labels, applied.splits["train"]
     control_sets, descriptions = build_controls(source, controls or {}, splits["test"], seed)
     control_sets = {name: data.relabel(class_names, f"the training data ({raw.origin})")
                     for name, data in control_sets.items()}
@@ -191,9 +208,6 @@ def prepare(
         data.validate()
         _check_labels_seen(data, train_labels, class_names)
 
-    clean = splits["train"].labels
-    noisy, flipped = inject_label_noise(clean, label_noise, num_classes, seed + 2)
-    train = replace(splits["train"], labels=noisy)
     # meta.json (a dependency of training) says nothing about the test set either: a new test
     # file reruns evaluation, not training; its own metadata keeps its details
     dropped = {name: source.dropped.get(name, 0) for name in ("train", "val", "test")}
@@ -201,7 +215,7 @@ def prepare(
         "train": split_table(train, "train", clean if label_noise > 0 else None),
         "val": split_table(splits["val"], "val"),
         "test": split_table(splits["test"], "test", dropped=dropped["test"],
-                            origin=splits["test"].origin),
+                            origin=splits["test"].origin, **applied.metadata(("test",))),
     }
     # Control sets are described in their own files' metadata, never in meta.json: changing
     # one must rerun evaluation only (meta.json is a dependency of training).
@@ -221,6 +235,7 @@ def prepare(
         "dropped": {name: dropped[name] for name in ("train", "val")},
         "label_noise": label_noise,
         "flipped": int(flipped.sum()),
+        **applied.metadata(),
     }
     index = {name: {"description": descriptions[name], "examples": table.num_rows}
              for name, table in control_tables.items()}
@@ -232,8 +247,10 @@ def prepare(
             write_parquet(tmp / CONTROLS / f"{name}.parquet", table)
         write_json(tmp / CONTROLS / CONTROL_INDEX, index)
         write_json(tmp / "meta.json", meta)
-    log.info("prepared %s: %s, test %d; %d of %d training labels flipped; control sets: %s",
-             out_dir, meta["sizes"], tables["test"].num_rows, meta["flipped"], len(train),
+        write_parquet(tmp / APPLIED_FILE, applied.table)
+    log.info("prepared %s: %s, test %d; %d of %d training labels flipped; corrections: %s; "
+             "control sets: %s", out_dir, meta["sizes"], tables["test"].num_rows,
+             meta["flipped"], len(train), applied.describe(),
              ", ".join(f"{k} ({v['examples']})" for k, v in index.items()) or "none")
     return meta
 
@@ -254,6 +271,13 @@ def prepare_from_config(data: Mapping[str, Any], out_dir: str | os.PathLike,
     builders = {name: instantiate(conf) if conf is not None else None
                 for name, conf in (data.get("controls") or {}).items()}
     split = data.get("split") or {}
+    corrections_file = data.get("corrections")
+    if corrections_file is not None and (not isinstance(corrections_file, str)
+                                         or not corrections_file):
+        raise ConfigError(f"data.corrections must be a file path or null, got "
+                          f"{corrections_file!r}")
+    corrections = read_corrections(corrections_file) if corrections_file is not None else None
     return prepare(source, Path(out_dir), val=split.get("val"), test=split.get("test"),
-                   label_noise=data.get("label_noise", 0.0), controls=builders, seed=int(seed))
+                   label_noise=data.get("label_noise", 0.0), controls=builders, seed=int(seed),
+                   corrections=corrections)
 
