@@ -154,7 +154,9 @@ def test_prepare_is_byte_identical(tmp_path):
                 controls=SMALL_MNIST, seed=3)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*")
                    if p.is_file())
-    assert len(files) == 6
+    assert [str(f) for f in files] == [
+        "controls/index.json", "controls/mnist.parquet", "corrections.parquet", "meta.json",
+        "test.parquet", "train.parquet", "val.parquet"]
     for file in files:
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
 

@@ -60,7 +60,7 @@ def test_a_planted_socket_directory_is_never_used(tmp_path):
         result = subprocess.run(
             [sys.executable, "-m", "stages.prepare", "hydra.run.dir=.",
              "hydra.output_subdir=null", "hydra/job_logging=stdout", "hydra/hydra_logging=none",
-             "data.controls.mnist.limit=50"],
+             "data.controls.mnist.limit=50", "data.corrections=null"],
             cwd=work, capture_output=True, text=True, timeout=300,
             env=subprocess_env(PYTHONPATH=str(ROOT), DVC_STAGE="prepare",
                                TMPDIR=str(shared_tmp), WANDB_API_KEY="secret-key-123"))
