@@ -7,7 +7,7 @@ export DVC_NO_ANALYTICS := 1
 # dvc.yaml runs `python -m stages.X`: that must be this environment's python.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup browser run test test-fast lint params bench clean
+.PHONY: setup browser run test test-fast lint docs params bench clean
 
 setup: $(VENV)/.installed
 
@@ -36,7 +36,7 @@ run: setup
 # Two workers (one per core of a small machine), whole files per worker so a file's module
 # fixtures (the reproduced pipeline) are built once.
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
-test: setup browser $(VENV)/.loggers
+test: setup browser $(VENV)/.loggers docs
 	$(VENV)/bin/pytest $(PYTEST_PARALLEL) --durations=25
 
 test-fast: setup browser $(VENV)/.loggers
@@ -44,6 +44,11 @@ test-fast: setup browser $(VENV)/.loggers
 
 lint: setup
 	$(VENV)/bin/ruff check src stages tests benchmarks
+
+# The documentation site (mkdocs.yml, docs/) into site/ (git-ignored); --strict turns a broken
+# link or a page missing from the nav into a failure. `make test` runs it first: it takes seconds.
+docs: setup
+	$(VENV)/bin/mkdocs build --strict --quiet
 
 params: setup
 	$(VENV)/bin/datamap compose
@@ -55,6 +60,7 @@ bench: setup
 	$(PY) benchmarks/bench_media.py
 	$(PY) benchmarks/bench_text_bow.py
 	$(PY) benchmarks/bench_sweep.py
+	$(PY) benchmarks/bench_corrections.py
 
 clean:
-	rm -rf $(VENV) outputs multirun
+	rm -rf $(VENV) outputs multirun site
