@@ -1,9 +1,9 @@
-"""The bad-input catalogue: every row of the README's table, run through its stage.
+"""The bad-input catalogue: every row of docs/bad-input.md's table, run through its stage.
 
 Each case prepares the files it needs in a fresh directory, runs the stage's task function on
 the real config (what ``python -m stages.X`` runs after Hydra's composition) and checks the
 contract: exit code 2, exactly one line ``error: ...`` naming the input and the fix, no
-traceback, and no artifact written. The README table and :data:`CASES` must list the same ids.
+traceback, and no artifact written. The docs table and :data:`CASES` must list the same ids.
 """
 
 from __future__ import annotations
@@ -325,9 +325,9 @@ def test_bad_input_is_refused_in_one_line(case, tmp_path, monkeypatch):
     assert {p for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing written
 
 
-def test_readme_lists_every_case():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### Bad input", 1)[1].split("\n## ", 1)[0]
+def test_docs_list_every_case():
+    page = (ROOT / "docs" / "bad-input.md").read_text(encoding="utf-8")
+    section = page.split("## The catalogue", 1)[1].split("\n## ", 1)[0]
     listed = re.findall(r"^\| `([a-z0-9-]+)` \|", section, flags=re.MULTILINE)
     ids = [case.id for case in CASES] + ["unknown-option"]
     assert sorted(listed) == sorted(ids)

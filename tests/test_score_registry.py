@@ -1,5 +1,5 @@
 """The score registry: one entry makes a score computed, stored (typed by name), rankable and
-evaluated; orientations are stated and published in the README."""
+evaluated; orientations are stated and published in docs/scores.md."""
 
 from __future__ import annotations
 
@@ -110,11 +110,11 @@ def test_names_and_aliases_are_unique():
     assert "other" not in R.score_names()
 
 
-def test_readme_score_table_is_the_registry():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert R.registry_table() in readme, "README's score table differs: paste `datamap " \
-                                         "list-scores` into its Scores section"
-    assert "| score | definition | type | suspicious when | why |" in readme
+def test_docs_score_table_is_the_registry():
+    page = (ROOT / "docs" / "scores.md").read_text(encoding="utf-8")
+    assert R.registry_table() in page, "docs/scores.md's score table differs: paste `datamap " \
+                                       "list-scores` into its section 'The score table'"
+    assert "| score | definition | type | suspicious when | why |" in page
 
 
 def n_confident_score() -> R.Score:
