@@ -253,7 +253,7 @@ def chromium() -> Iterator:
 
 
 # --------------------------------------------------------------------------------------------
-# small generated datasets in the formats a user brings (see README "Your own data")
+# small generated datasets in the formats a user brings (see docs/own-data.md)
 
 #: Words of the generated text tasks: a class is told by its cue words among fillers.
 FILLERS = ("the", "movie", "film", "was", "plot", "acting", "really", "quite", "a", "story",

@@ -15,7 +15,7 @@ from .helpers import ROOT
 
 
 def test_params_yaml_is_fresh():
-    # Fails whenever conf/ is edited without `datamap compose` (see README).
+    # Fails whenever conf/ is edited without `datamap compose` (see docs/configuration.md).
     assert stale_params(ROOT / "params.yaml", ROOT / "conf") is None
 
 

@@ -130,8 +130,9 @@ def test_forced_rerun_is_byte_identical(repo):
 
 
 def test_queued_experiments_over_a_fraction_reuse_train(repo):
-    # the README's queue recipe: two experiments that differ only in one fraction; each reruns
-    # only that spec's stages and the report (prepare, train, cartography come from the cache)
+    # the queue recipe of docs/selection.md: two experiments that differ only in one fraction;
+    # each reruns only that spec's stages and the report (prepare, train, cartography come from
+    # the cache)
     for fraction in ("0.1", "0.2"):
         sh("dvc", "exp", "run", "--queue", "-n", f"amb{fraction[-1]}", *[f"-S={o}" for o in TINY],
            "-S", f"selection.specs.ambiguous_33.ambiguous={fraction}", cwd=repo)
@@ -198,7 +199,7 @@ def test_metrics_describe_the_checkpoint_beside_them(repo):
 
 
 def test_evaluate_command_reproduces_the_evaluate_stage(repo, tmp_path):
-    # the README's reload-and-evaluate command against the stage's metrics.json
+    # the reload-and-evaluate command of docs/tracking.md against the stage's metrics.json
     out = tmp_path / "evaluated.json"
     printed = sh("datamap", "evaluate", "data/retrain/full/seed_0/model.ckpt", "--data", "test",
                  "--json", str(out), cwd=repo).stdout
