@@ -158,7 +158,9 @@ def _register_scores_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--el2n-epochs", type=int, default=2, metavar="N",
                    help="early epochs of this run averaged by the single-run el2n (default 2; "
                    "0 = every epoch)")
-    p.add_argument("--region-rule", choices=("threshold", "quantile"), default="threshold")
+    p.add_argument("--region-rule", choices=("quantile", "threshold"), default="quantile",
+                   help="quantile (default: fractions of this run) or threshold (the paper's "
+                   "fixed thresholds)")
     for name, rule, what in _REGION_OPTIONS:
         p.add_argument(f"--{name}", type=float, default=None, help=f"{rule} rule: {what}")
     p.set_defaults(func=_scores)
