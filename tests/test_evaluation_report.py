@@ -368,3 +368,17 @@ def test_datamap_evaluate_refuses_in_one_line(text_model, tmp_path, capsys):
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and fragment in lines[0], err
+
+
+def test_report_states_the_region_rule_of_the_map(tmp_path):
+    layout = _fake_results(tmp_path, ["full", "hard_33"])
+    layout.cartography.mkdir(parents=True, exist_ok=True)
+    statement = "Quantiles of this run: the 33% of examples with the highest variability ..."
+    (layout.cartography / "summary.json").write_text(
+        json.dumps({"regions_rule": {"rule": "quantile", "statement": statement}}))
+    write_report(layout, tmp_path / "report", ["full", "hard_33"], baseline="full")
+    assert f"Regions: {statement}\n" in (tmp_path / "report" / "summary.md").read_text()
+    # a summary from before the rule was stated is stale, not silently unexplained
+    (layout.cartography / "summary.json").write_text(json.dumps({"regions": {}}))
+    with pytest.raises(DataError, match="rerun the cartography stage"):
+        write_report(layout, tmp_path / "again", ["full", "hard_33"], baseline="full")

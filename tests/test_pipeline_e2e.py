@@ -80,7 +80,13 @@ def test_outputs_exist_and_make_sense(repo):
     assert report["hard_33"]["n_train"] == round(0.33 * len(train))
     # hard-to-learn holds the flipped labels; the full set does not concentrate them
     assert report["hard_33"]["flipped_share"] > 2 * report["full"]["flipped_share"]
-    assert "| `ambiguous_25` |" in (data / "report" / "summary.md").read_text()
+    summary_md = (data / "report" / "summary.md").read_text()
+    assert "| `ambiguous_25` |" in summary_md
+    # the regions are the run's quantiles, stated where they are used, and the ambiguous third
+    # the selection picks is the ambiguous region the report shows
+    rule = summary["regions_rule"]
+    assert rule["rule"] == "quantile" and f"Regions: {rule['statement']}" in summary_md
+    assert report["ambiguous_33"]["regions"]["ambiguous"] == 1.0
     # the sweep's specs are on one curve per criterion
     curves = pd.read_csv(data / "report" / "fraction_curves.csv")
     assert set(curves["criterion"]) == {"ambiguous"}

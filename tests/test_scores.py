@@ -289,9 +289,10 @@ def test_plain_array_functions_match_compute_scores():
 def test_threshold_rule_boundaries():
     scores = {"confidence": np.array([0.5, 0.49, 0.9, 0.1, 0.6]),
               "variability": np.array([0.0, 0.0, 0.2, 0.19, 0.3])}
-    assert S.assign_regions(scores).tolist() == [S.EASY, S.HARD, S.AMBIGUOUS, S.HARD,
-                                                 S.AMBIGUOUS]
-    assert S.assign_regions(scores, confidence=0.05, variability=0.25).tolist() == [
+    assert S.assign_regions(scores, rule="threshold").tolist() == [
+        S.EASY, S.HARD, S.AMBIGUOUS, S.HARD, S.AMBIGUOUS]
+    assert S.assign_regions(scores, rule="threshold", confidence=0.05,
+                            variability=0.25).tolist() == [
         S.EASY, S.EASY, S.EASY, S.EASY, S.AMBIGUOUS]
 
 
@@ -319,11 +320,49 @@ def test_regions_reach_compute_scores_and_are_validated():
     bad = [({"rule": "kmeans"}, "regions.rule"),
            ({"rule": "threshold", "hard": 0.1}, "unknown parameter"),
            ({"rule": "quantile", "ambiguous": 0.7, "hard": 0.5}, "exceeds 1"),
-           ({"confidence": 1.5}, r"regions.confidence must lie in \[0, 1\]"),
-           ({"variability": "high"}, "must be a number")]
+           ({"rule": "threshold", "confidence": 1.5},
+            r"regions.confidence must lie in \[0, 1\]"),
+           ({"rule": "threshold", "variability": "high"}, "must be a number"),
+           # the default rule is quantile: threshold parameters alone are not silently ignored
+           ({"confidence": 0.5}, "unknown parameter")]
     for regions, match in bad:
         with pytest.raises(ConfigError, match=match):
             S.compute_scores(table, regions=regions)
+
+
+def test_a_fast_converging_run_still_has_an_ambiguous_region():
+    # every variability below the paper's 0.2: the fixed rule finds no ambiguous example, the
+    # default (quantiles of the run) makes the most variable third ambiguous and says where
+    rng = np.random.default_rng(0)
+    scores = pd.DataFrame({"id": np.arange(900), "confidence": rng.uniform(0.3, 1.0, 900),
+                           "variability": rng.uniform(0.0, 0.19, 900)})
+    paper = S.assign_regions(scores, rule="threshold")
+    assert (paper == S.AMBIGUOUS).sum() == 0
+    adaptive = S.assign_regions(scores)
+    assert (adaptive == S.AMBIGUOUS).sum() == 297 and (adaptive == S.HARD).sum() == 297
+    scores["region"] = adaptive
+    scores.attrs["regions"] = dict(S.DEFAULT_REGIONS)
+    rule = S.regions_rule(scores)
+    cut = rule["cutoffs"]["ambiguous_min_variability"]
+    assert cut == round(scores.loc[adaptive == S.AMBIGUOUS, "variability"].min(), 6)
+    assert (scores.loc[adaptive != S.AMBIGUOUS, "variability"] <= cut).all()
+    hard_cut = rule["cutoffs"]["hard_max_confidence"]
+    assert hard_cut == round(scores.loc[adaptive == S.HARD, "confidence"].max(), 6)
+    assert rule["statement"].startswith("Quantiles of this run: the 33% of examples")
+    assert f"variability >= {cut:.4g}" in rule["statement"]
+    assert f"confidence <= {hard_cut:.4g}" in rule["statement"]
+
+
+def test_the_paper_rule_is_stated_with_its_thresholds():
+    scores = pd.DataFrame({"id": [0, 1, 2], "confidence": [0.9, 0.1, 0.5],
+                           "variability": [0.0, 0.0, 0.3]})
+    scores["region"] = S.assign_regions(scores, rule="threshold")
+    scores.attrs["regions"] = {"rule": "threshold", "confidence": 0.5, "variability": 0.2}
+    rule = S.regions_rule(scores)
+    assert rule["rule"] == "threshold" and rule["params"] == {"confidence": 0.5,
+                                                               "variability": 0.2}
+    assert "variability >= 0.2" in rule["statement"] and "confidence >= 0.5" in rule["statement"]
+    assert rule["cutoffs"] == {"ambiguous_min_variability": 0.3, "hard_max_confidence": 0.1}
 
 
 def test_option_errors():
@@ -354,7 +393,8 @@ def _flip_scores(n: int = 40):
         "aum": np.where(flipped, -2.0, 2.0) + rng.normal(0, 0.1, n),
         "el2n": 1 - conf, "aleatoric": conf * (1 - conf), "mean_loss": -np.log(conf + 1e-3),
     })
-    df["region"] = S.assign_regions(df)
+    # fixed thresholds: every flipped example (confidence < 0.2) is hard-to-learn by construction
+    df["region"] = S.assign_regions(df, rule="threshold")
     return df, flipped
 
 

@@ -275,3 +275,21 @@ def test_select_stage_selects_an_ids_file_and_refuses_a_stale_one(tmp_path, digi
     assert_one_line_error(stale, "data/selections/old.csv: 1 of 4 id(s) are not in the "
                           "training split", "export it again")
     assert not (data / "subsets" / "old").exists()
+
+
+def test_the_ambiguous_third_is_the_ambiguous_region_under_the_default_rule():
+    # a model that converges fast: no variability reaches the paper's 0.2, yet ambiguous_33
+    # must be reported as what it is -- the default regions are the run's own quantiles
+    from datamap.scoring.scores import scores_from_arrays
+
+    rng = np.random.default_rng(1)
+    n, epochs = 3000, 6
+    start = rng.uniform(0.3, 0.9, (n, 1))
+    p_gold = np.clip(start + np.linspace(0, 0.3, epochs) * rng.uniform(0, 1, (n, 1)), 0, 1)
+    scores = scores_from_arrays(p_gold, (p_gold > 0.5).astype(np.int64) * 0, np.zeros(n))
+    assert scores["variability"].max() < 0.2
+    picked = select(scores, "ambiguous_33", {"ambiguous": 0.33}, 0)
+    assert len(picked) == round(0.33 * n)
+    summary = subset_summary(picked, scores, "ambiguous_33", {"ambiguous": 0.33})
+    assert summary["regions"] == {"easy-to-learn": 0, "ambiguous": len(picked),
+                                  "hard-to-learn": 0}

@@ -7,6 +7,7 @@ code 2, as the stage scripts do.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -158,7 +159,9 @@ def _register_scores_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--el2n-epochs", type=int, default=2, metavar="N",
                    help="early epochs of this run averaged by the single-run el2n (default 2; "
                    "0 = every epoch)")
-    p.add_argument("--region-rule", choices=("threshold", "quantile"), default="threshold")
+    p.add_argument("--region-rule", choices=("quantile", "threshold"), default="quantile",
+                   help="quantile (default: fractions of this run) or threshold (the paper's "
+                   "fixed thresholds)")
     for name, rule, what in _REGION_OPTIONS:
         p.add_argument(f"--{name}", type=float, default=None, help=f"{rule} rule: {what}")
     p.set_defaults(func=_scores)
@@ -307,6 +310,57 @@ def _register_corrections_commands(sub: argparse._SubParsersAction) -> None:
 
 
 _EXTRA_COMMANDS.append(_register_corrections_commands)
+
+
+# --------------------------------------------------------------------------------------------
+# the retraining grid's plan (datamap.selection.plan)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from datamap.errors import ConfigError
+    from datamap.selection.plan import plan_from_config
+
+    params = Path(args.params)
+    if not params.is_file():
+        raise ConfigError(f"{params}: no composed configuration; run `datamap compose` first")
+    cfg = OmegaConf.load(params)
+    if args.examples is not None:
+        n_train = args.examples
+    else:
+        meta = Path(args.prepared) / "meta.json"
+        if not meta.is_file():
+            raise ConfigError(f"{meta} is missing: run `dvc repro prepare` first, or give the "
+                              "training split's size with --examples N")
+        n_train = int(json.loads(meta.read_text())["sizes"]["train"])
+    plan = plan_from_config(cfg, n_train)
+    print(plan.table())
+    print()
+    print(plan.summary())
+    return 0
+
+
+def _register_plan_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="the retraining grid: fits per spec, their cost against the train stage, an "
+        "estimate of the time",
+        description="Count the select/retrain fits params.yaml asks for (selection.all_specs x "
+        "selection.retrain_seeds) and state their cost in train-stage fits; with the train "
+        "stage's wall time on this machine (recorded when it runs), in minutes.",
+    )
+    p.add_argument("--params", default="params.yaml", help="the composed config (params.yaml)")
+    p.add_argument("--prepared", default="data/prepared",
+                   help="the prepared data, for the training split's size")
+    p.add_argument("--examples", type=int, default=None, metavar="N",
+                   help="the training split's size, before prepare has run")
+    p.set_defaults(func=_plan)
+
+
+_EXTRA_COMMANDS.append(_register_plan_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

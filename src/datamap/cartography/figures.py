@@ -11,8 +11,10 @@ the functions so that importing this module stays cheap.
 from __future__ import annotations
 
 import os
+import textwrap
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -89,6 +91,7 @@ def plot_data_map(
     seed: int = 0,
     dpi: int = 100,
     point_size: float = 8.0,
+    rule: Mapping[str, Any] | None = None,
 ) -> DataMapInfo:
     """Draw the data map of ``scores`` (output of
     :func:`datamap.scoring.scores.compute_scores`) to a PNG at ``path`` (written atomically).
@@ -98,7 +101,9 @@ def plot_data_map(
     the region labels "easy-to-learn", "ambiguous" and "hard-to-learn" as annotations, and below
     it histograms of confidence, variability and correctness. Above ``max_points`` examples a
     uniform subsample drawn with ``seed`` is plotted, and the title says so (the histograms use
-    every example).
+    every example). ``rule``: the region rule as the cartography summary states it
+    (:func:`datamap.scoring.regions.regions_rule`): its sentence goes under the title, its
+    cut-offs are drawn as dashed lines, and each region's label counts its examples.
     """
     from matplotlib.colors import LinearSegmentedColormap
     from matplotlib.figure import Figure
@@ -132,7 +137,8 @@ def plot_data_map(
               markerscale=2.0)
     ax.set_xlabel("variability")
     ax.set_ylabel("confidence")
-    ax.set_title(full_title, fontsize=14)
+    # room under the title for the region rule's sentence
+    ax.set_title(full_title, fontsize=14, pad=22 if rule is not None else 6)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlim(left=min(0.0, float(x.min()) - 0.01))
     ax.grid(True, linewidth=0.3, alpha=0.5)
@@ -140,12 +146,19 @@ def plot_data_map(
     def box(colour: str) -> dict:
         return {"boxstyle": "round,pad=0.3", "ec": colour, "lw": 2, "fc": "white"}
 
-    ax.annotate(AMBIGUOUS, xy=(0.9, 0.5), xycoords="axes fraction", fontsize=14, va="center",
-                ha="center", rotation=350, bbox=box("black"))
-    ax.annotate(EASY, xy=(0.27, 0.85), xycoords="axes fraction", fontsize=14, va="center",
-                ha="center", bbox=box("r"))
-    ax.annotate(HARD, xy=(0.35, 0.25), xycoords="axes fraction", fontsize=14, va="center",
-                ha="center", bbox=box("b"))
+    counts = scores["region"].value_counts() if "region" in scores.columns else {}
+
+    def label(region: str) -> str:
+        return f"{region} ({int(counts[region]):,})" if region in counts else region
+
+    ax.annotate(label(AMBIGUOUS), xy=(0.9, 0.5), xycoords="axes fraction", fontsize=14,
+                va="center", ha="center", rotation=350, bbox=box("black"))
+    ax.annotate(label(EASY), xy=(0.27, 0.85), xycoords="axes fraction", fontsize=14,
+                va="center", ha="center", bbox=box("r"))
+    ax.annotate(label(HARD), xy=(0.35, 0.25), xycoords="axes fraction", fontsize=14,
+                va="center", ha="center", bbox=box("b"))
+    if rule is not None:
+        _draw_rule(ax, rule)
 
     conf_all = scores["confidence"].to_numpy(dtype=np.float64)
     var_all = scores["variability"].to_numpy(dtype=np.float64)
@@ -169,6 +182,31 @@ def plot_data_map(
 
     save_png(fig, path, dpi)
     return DataMapInfo(path=str(path), n_examples=n, n_shown=shown, title=full_title)
+
+
+def _draw_rule(ax: Any, rule: Mapping[str, Any]) -> None:
+    """The region rule's cut-offs as dashed lines and its sentence under the title."""
+    params, cutoffs = rule.get("params", {}), rule.get("cutoffs", {})
+    if rule.get("rule") == "threshold":
+        var_cut, conf_cut = params.get("variability"), params.get("confidence")
+    else:
+        var_cut = cutoffs.get("ambiguous_min_variability")
+        conf_cut = cutoffs.get("hard_max_confidence")
+    if var_cut is not None:
+        ax.axvline(var_cut, color="0.3", linestyle="--", linewidth=1)
+    if conf_cut is not None:
+        # hard-to-learn lies below the confidence cut-off, left of the ambiguous band
+        right = 1.0 if var_cut is None else _axes_x(ax, var_cut)
+        ax.axhline(conf_cut, xmax=right, color="0.3", linestyle="--", linewidth=1)
+    if rule.get("statement"):
+        ax.text(0.0, 1.01, textwrap.fill(str(rule["statement"]), 150), transform=ax.transAxes,
+                fontsize=8, va="bottom", ha="left", color="0.25")
+
+
+def _axes_x(ax: Any, x: float) -> float:
+    """A data x as a fraction of the axes' width (clipped to [0, 1])."""
+    left, right = ax.get_xlim()
+    return float(min(1.0, max(0.0, (x - left) / (right - left)))) if right > left else 1.0
 
 
 def plot_review_grid(queue: pd.DataFrame, images: dict[int, np.ndarray],

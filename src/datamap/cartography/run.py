@@ -56,7 +56,7 @@ def run_cartography(
     from datamap.cartography.page import PAGE_NAME, html_options, write_data_map_html
     from datamap.cartography.review import last_predictions, review_queue, with_inputs
     from datamap.scoring.noise import noise_detection
-    from datamap.scoring.regions import REGIONS
+    from datamap.scoring.regions import REGIONS, regions_rule
     from datamap.scoring.scores import compute_scores, scores_table
 
     out_dir = Path(out_dir)
@@ -81,6 +81,8 @@ def run_cartography(
         "epochs_used": epochs,
         "records_per_epoch": int(scores.attrs["records_per_epoch"]),
         "regions": {r: int(counts.get(r, 0)) for r in REGIONS},
+        # the rule, its parameters, the cut-offs it drew and the sentence the map shows
+        "regions_rule": regions_rule(scores),
         "region_means": {
             r: {c: round(float(scores.loc[scores["region"] == r, c].mean()), 6)
                 for c in ("confidence", "variability", "correctness")}
@@ -101,7 +103,7 @@ def run_cartography(
         title = f"Data map of the training set ({epochs} epochs)"
         max_points = int(cfg.get("max_points", 50_000))
         plot_data_map(scores, staging / "data_map.png", title=title, max_points=max_points,
-                      seed=seed)
+                      seed=seed, rule=summary["regions_rule"])
         points = plot_points_frame(scores, max_points=max_points, seed=seed)
         with atomic_path(staging / "map_points.csv") as tmp:
             points.to_csv(tmp, index=False, float_format="%.6g")
@@ -122,6 +124,7 @@ def run_cartography(
                             **page_options)
         write_json(staging / "summary.json", summary)
     log.info("cartography: %s", summary["regions"])
+    log.info("regions: %s", summary["regions_rule"]["statement"])
     if "noise" in summary:
         noise = summary["noise"]
         log.info("noise detection: %d of %d flipped labels are hard-to-learn; AUROC of "

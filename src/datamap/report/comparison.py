@@ -233,6 +233,19 @@ def controls_note(layout: Layout, report: Mapping[str, Any]) -> str:
     return "Control sets (out-of-distribution evaluation):\n\n" + "\n".join(lines) + "\n\n"
 
 
+def regions_note(layout: Layout) -> str:
+    """The region rule behind the `easy / ambiguous / hard` columns, as the cartography stage
+    stated it (its summary's ``regions_rule``); empty when that summary is absent."""
+    where = layout.cartography / "summary.json"
+    if not where.is_file():
+        return ""
+    rule = read_json(where, what="cartography summary").get("regions_rule")
+    if not isinstance(rule, Mapping) or "statement" not in rule:
+        raise DataError(f"{where} states no region rule (regions_rule); rerun the cartography "
+                        "stage (dvc repro)")
+    return f"Regions: {rule['statement']}\n\n"
+
+
 def _intro(report: Mapping[str, Any], baseline: str | None) -> str:
     seeds = sorted({entry["seeds"] for entry in report.values()})
     text = (
@@ -267,7 +280,8 @@ def write_report(layout_in: Layout, out_dir: str | os.PathLike, specs: Sequence[
                for spec in report}
     table = comparison_table(report, baseline, missing)
     write_text(out_dir / "summary.md",
-               _intro(report, baseline) + controls_note(layout_in, report) + table)
+               _intro(report, baseline) + regions_note(layout_in) + controls_note(layout_in, report)
+               + table)
     sets = [label for label, _ in eval_sets(report)]
     plot_comparison(report, sets, out_dir / "comparison.png", baseline)
     rows = fraction_curves(report, definitions)

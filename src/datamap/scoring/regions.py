@@ -32,8 +32,10 @@ REGION_RULES: dict[str, dict[str, float]] = {
     # among the rest; easy-to-learn = the rest; ties broken by id
     "quantile": {"ambiguous": 0.33, "hard": 0.33},
 }
-#: The default region rule (``regions=None``).
-DEFAULT_REGIONS: dict[str, Any] = {"rule": "threshold", **REGION_RULES["threshold"]}
+#: The default region rule (``regions=None``): quantiles adapt to the run. Fixed thresholds
+#: describe nothing when a model converges fast (every variability below 0.2, no ambiguous
+#: example), while the quantile rule's ambiguous region is what ``ambiguous_33`` selects.
+DEFAULT_REGIONS: dict[str, Any] = {"rule": "quantile", **REGION_RULES["quantile"]}
 
 
 def region_spec(regions: Mapping[str, Any] | None = None) -> tuple[str, dict[str, float]]:
@@ -94,7 +96,7 @@ def region_codes(conf: np.ndarray, var: np.ndarray, ids: np.ndarray, rule: str,
     return codes
 
 
-def assign_regions(scores: pd.DataFrame | Mapping[str, Any], rule: str = "threshold",
+def assign_regions(scores: pd.DataFrame | Mapping[str, Any], rule: str = "quantile",
                    **params: float) -> np.ndarray:
     """Region of every example (vectorised) -> [N] object array of :data:`REGIONS` names.
 
@@ -122,3 +124,54 @@ def assign_regions(scores: pd.DataFrame | Mapping[str, Any], rule: str = "thresh
     ids = (np.asarray(scores["id"]) if "id" in scores
            else np.arange(len(conf), dtype=np.int64))
     return np.array(REGIONS, dtype=object)[region_codes(conf, var, ids, rule, params)]
+
+
+def region_cutoffs(conf: np.ndarray, var: np.ndarray, codes: np.ndarray, rule: str,
+                   params: Mapping[str, float]) -> dict[str, float | None]:
+    """The cut-offs a rule actually drew on this map.
+
+    ``ambiguous_min_variability``: the lowest variability of an ambiguous example;
+    ``hard_max_confidence``: the highest confidence of a hard-to-learn example (None for an
+    empty region). For the threshold rule they lie on their side of the fixed thresholds; for
+    the quantile rule they are the thresholds the quantiles came to.
+    """
+    conf = np.asarray(conf, dtype=np.float64)
+    var = np.asarray(var, dtype=np.float64)
+    ambiguous, hard = codes == 1, codes == 2
+    return {
+        "ambiguous_min_variability": (round(float(var[ambiguous].min()), 6)
+                                      if ambiguous.any() else None),
+        "hard_max_confidence": round(float(conf[hard].max()), 6) if hard.any() else None,
+    }
+
+
+def _cut(value: float | None) -> str:
+    return "no example" if value is None else f"{value:.4g}"
+
+
+def describe_regions(rule: str, params: Mapping[str, float],
+                     cutoffs: Mapping[str, float | None]) -> str:
+    """One sentence stating a region rule with its parameters and the cut-offs it drew on this
+    map (:func:`region_cutoffs`), for the map, the page and the report."""
+    amb = cutoffs.get("ambiguous_min_variability")
+    hard = cutoffs.get("hard_max_confidence")
+    if rule == "threshold":
+        return (f"Fixed thresholds (the paper's rule): ambiguous where variability >= "
+                f"{params['variability']:g}; of the rest, easy-to-learn where confidence >= "
+                f"{params['confidence']:g}, else hard-to-learn.")
+    return (f"Quantiles of this run: the {params['ambiguous']:.0%} of examples with the highest "
+            f"variability are ambiguous (variability >= {_cut(amb)}); of the rest, the "
+            f"{params['hard']:.0%} with the lowest confidence are hard-to-learn (confidence "
+            f"<= {_cut(hard)}); the others are easy-to-learn.")
+
+
+def regions_rule(scores: pd.DataFrame) -> dict[str, Any]:
+    """The rule of a scores table (``scores.attrs["regions"]``), the cut-offs it drew and its
+    statement: ``{"rule", "params", "cutoffs", "statement"}`` (the cartography summary's
+    ``regions_rule``)."""
+    rule, params = region_spec(scores.attrs.get("regions"))
+    codes = np.asarray(pd.Categorical(scores["region"], categories=list(REGIONS)).codes)
+    cutoffs = region_cutoffs(scores["confidence"].to_numpy(), scores["variability"].to_numpy(),
+                             codes, rule, params)
+    return {"rule": rule, "params": params, "cutoffs": cutoffs,
+            "statement": describe_regions(rule, params, cutoffs)}
