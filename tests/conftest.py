@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import datamap  # noqa: F401  -- pins the CPU numerics (datamap.CPU_PINS) before torch loads
+
 # helpers imports neither torch nor Lightning, so the environment below still comes first
 from .helpers import ROOT, compose_cfg
 
