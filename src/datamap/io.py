@@ -123,6 +123,19 @@ def write_parquet(path: str | os.PathLike, table: pa.Table) -> None:
 # schema-checked reads
 
 
+def open_parquet(path: str | os.PathLike, what: str = "table",
+                 hint: str = "run the stage that produces it first") -> pq.ParquetFile:
+    """Open a Parquet file for reading (its schema, row groups); a missing or unreadable file
+    is one :class:`DataError` naming ``what`` it should hold and the ``hint``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found; {hint}")
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc}); {hint}") from exc
+
+
 def read_parquet(
     path: str | os.PathLike,
     required: Iterable[str] = (),
@@ -131,12 +144,7 @@ def read_parquet(
 ) -> pa.Table:
     """Read a Parquet file and check that the ``required`` columns are present."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: {what} not found; {hint}")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({exc}); {hint}") from exc
+    table = open_parquet(path, what, hint).read()
     missing = [c for c in required if c not in table.column_names]
     if missing:
         raise DataError(

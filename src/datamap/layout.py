@@ -21,6 +21,12 @@ def seed_dir(seed: int) -> str:
     return f"seed_{seed}"
 
 
+def _step_dir(name: str, doc: str | None = None) -> property:
+    """A pipeline step's directory under ``data/``."""
+    return property(lambda self: self.data / name,
+                    doc=doc or f"The {name} step's directory, ``data/{name}``.")
+
+
 @dataclass(frozen=True)
 class Layout:
     root: Path = Path(".")
@@ -29,26 +35,14 @@ class Layout:
     def data(self) -> Path:
         return self.root / "data"
 
-    @property
-    def prepared(self) -> Path:
-        return self.data / "prepared"
-
-    @property
-    def train(self) -> Path:
-        return self.data / "train"
-
-    @property
-    def cartography(self) -> Path:
-        return self.data / "cartography"
-
-    @property
-    def curves(self) -> Path:
-        """Per-epoch training curves (DVC plots): ``train.csv``, ``retrain/<spec>.csv``."""
-        return self.data / "curves"
-
-    @property
-    def report(self) -> Path:
-        return self.data / "report"
+    prepared = _step_dir("prepared")
+    train = _step_dir("train")
+    cartography = _step_dir("cartography")
+    curves = _step_dir("curves", "Per-epoch training curves (DVC plots): ``train.csv``, "
+                       "``retrain/<spec>.csv``.")
+    report = _step_dir("report")
+    eval = _step_dir("eval", "The evaluate stage's directory: every spec's metrics, predictions "
+                     "and confusion data (see :mod:`datamap.evaluation.evaluate`).")
 
     def subset(self, spec: str) -> Path:
         return self.data / "subsets" / spec
@@ -64,12 +58,6 @@ class Layout:
             if match:
                 found[int(match.group(1))] = path
         return dict(sorted(found.items()))
-
-    @property
-    def eval(self) -> Path:
-        """The evaluate stage's directory: every spec's metrics, predictions and confusion
-        data (see :mod:`datamap.evaluation.evaluate`)."""
-        return self.data / "eval"
 
     @property
     def eval_metrics(self) -> Path:

@@ -33,7 +33,7 @@ from datamap.dynamics.schema import (
     validated_order,
 )
 from datamap.errors import DataError
-from datamap.io import atomic_path, read_parquet
+from datamap.io import atomic_path, open_parquet, read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -341,12 +341,7 @@ class _FileSource(DynamicsSource):
     def try_open(cls, path: Path) -> _FileSource | None:
         """The source, None when the file is readable but not in the chunked layout; raises
         DataError when it is not a usable dynamics file at all."""
-        if not path.is_file():
-            raise DataError(f"{path}: dynamics table not found; {_HINT}")
-        try:
-            pf = pq.ParquetFile(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{path}: not a readable Parquet file ({exc}); {_HINT}") from exc
+        pf = open_parquet(path, "dynamics table", _HINT)
         schema = pf.schema_arrow
         missing = [c for c in SCHEMA if c not in schema.names]
         if missing:

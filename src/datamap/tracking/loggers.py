@@ -98,18 +98,23 @@ def markdown_table(frame: Any) -> str:
     return _markdown_table([str(c) for c in frame.columns], frame.itertuples(index=False))
 
 
-def log_image(loggers: Iterable[Any], key: str, image: np.ndarray, *, step: int, epoch: int,
-              caption: str | None = None) -> list[str]:
-    """Send an RGB uint8 image (H, W, 3) to every logger; return the kinds that took it."""
+def _send(loggers: Iterable[Any], what: str, call: Any) -> list[str]:
+    """``call(adapter, logger)`` for every logger with an adapter; the kinds that took it."""
     done = []
     for logger in loggers:
         adapter = adapter_of(logger)
-        if adapter is not None and adapter.log_image(logger, key, image, step=step, epoch=epoch,
-                                                     caption=caption):
+        if adapter is not None and call(adapter, logger):
             done.append(adapter.kind)
         else:
-            log.debug("%s: no image support for %s", key, type(logger).__name__)
+            log.debug("%s: not supported by %s", what, type(logger).__name__)
     return done
+
+
+def log_image(loggers: Iterable[Any], key: str, image: np.ndarray, *, step: int, epoch: int,
+              caption: str | None = None) -> list[str]:
+    """Send an RGB uint8 image (H, W, 3) to every logger; return the kinds that took it."""
+    return _send(loggers, f"{key} (image)", lambda adapter, logger: adapter.log_image(
+        logger, key, image, step=step, epoch=epoch, caption=caption))
 
 
 def log_table(loggers: Iterable[Any], key: str, frame: Any, *, step: int, epoch: int,
@@ -119,13 +124,8 @@ def log_table(loggers: Iterable[Any], key: str, frame: Any, *, step: int, epoch:
     ``thumbnails`` (one image or None per row) replace the ``input`` column in a W&B table,
     which shows images in cells; the other forms keep the text preview.
     """
-    done = []
-    for logger in loggers:
-        adapter = adapter_of(logger)
-        if adapter is not None and adapter.log_table(logger, key, frame, step=step, epoch=epoch,
-                                                     thumbnails=thumbnails):
-            done.append(adapter.kind)
-    return done
+    return _send(loggers, f"{key} (table)", lambda adapter, logger: adapter.log_table(
+        logger, key, frame, step=step, epoch=epoch, thumbnails=thumbnails))
 
 
 # --------------------------------------------------------------------------------------------
