@@ -285,11 +285,13 @@ def test_decided_examples_leave_the_queue_unless_the_model_disputes_a_keep():
         "action": ["relabel", "keep", "keep", "keep", "drop"]})
     queue = review_queue(scores, predictions, ["a", "b"], top_k=3, decided=decided)
     # 10 relabelled, 11 kept and the model agrees (b), 14 kept and the model agrees (a): out;
-    # 12 kept but the model says b: stays, flagged; 13 never decided
-    assert queue["id"].tolist() == [12, 13]
-    assert queue["rank"].tolist() == [1, 2]
-    assert queue["previously"].tolist() == ["keep", ""]
-    assert queue["flag"].tolist() == [KEEP_DISPUTED, ""]
+    # 12 kept but the model says b: stays, flagged; 13 never decided; 15 undecided too, queued
+    # by its confidence whatever its region
+    assert queue["id"].tolist() == [12, 13, 15]
+    assert queue["rank"].tolist() == [1, 2, 3]
+    assert queue["region"].tolist() == ["hard-to-learn", "hard-to-learn", "ambiguous"]
+    assert queue["previously"].tolist() == ["keep", "", ""]
+    assert queue["flag"].tolist() == [KEEP_DISPUTED, "", ""]
     undecided = review_queue(scores, predictions, ["a", "b"], top_k=3)
     assert undecided["id"].tolist() == [10, 11, 12]
     assert set(undecided["previously"]) == {""} and set(undecided["flag"]) == {""}

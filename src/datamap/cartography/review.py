@@ -34,8 +34,11 @@ KEEP_DISPUTED = "model disagrees with a keep"
 
 def review_queue(scores: pd.DataFrame, predictions: pd.Series, class_names: list[str],
                  top_k: int, decided: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The ``top_k`` hard-to-learn examples still to review, lowest confidence first (ties by
-    id).
+    """The ``top_k`` hardest-to-learn examples still to review: lowest confidence first (ties by
+    id), over the whole training set -- the selection's ``hard_to_learn`` ranking, whatever the
+    region rule. A label error the model memorised late has a high variability and may sit in
+    the ambiguous region of a quantile map; its confidence stays low, so it is queued all the
+    same (its ``region`` column says where the map put it).
 
     Parameters
     ----------
@@ -57,14 +60,11 @@ def review_queue(scores: pd.DataFrame, predictions: pd.Series, class_names: list
     Returns
     -------
     pandas.DataFrame
-        ``rank``, ``id``, ``given_label``, ``model_label``, ``confidence``, ``variability``,
-        ``correctness``, ``previously`` (``keep`` or "") and ``flag`` (:data:`KEEP_DISPUTED`
-        or "").
+        ``rank``, ``id``, ``given_label``, ``model_label``, ``region``, ``confidence``,
+        ``variability``, ``correctness``, ``previously`` (``keep`` or "") and ``flag``
+        (:data:`KEEP_DISPUTED` or "").
     """
-    from datamap.scoring.regions import HARD
-
-    hard = scores[scores["region"] == HARD]
-    hard = hard.sort_values(["confidence", "id"], kind="stable")
+    hard = scores.sort_values(["confidence", "id"], kind="stable")
     kept = np.zeros(len(hard), dtype=bool)
     if decided is not None and len(decided):
         train = decided[decided["split"] == "train"]
@@ -81,6 +81,7 @@ def review_queue(scores: pd.DataFrame, predictions: pd.Series, class_names: list
         "id": hard["id"].to_numpy(),
         "given_label": names[hard["gold"].to_numpy()],
         "model_label": names[suggested],
+        "region": np.asarray(hard["region"], dtype=object),
         "confidence": hard["confidence"].round(6).to_numpy(),
         "variability": hard["variability"].round(6).to_numpy(),
         "correctness": hard["correctness"].round(6).to_numpy(),
