@@ -303,14 +303,21 @@ def test_page_js_writes_the_same_guard():
 
 @pytest.mark.slow
 def test_a_wheel_ships_the_page_code(tmp_path, root):
+    import shutil
     import subprocess
     import sys
     import zipfile
 
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "-q",
-                    "--no-build-isolation", "-w", str(tmp_path)], check=True, timeout=600,
-                   capture_output=True)
-    (wheel,) = tmp_path.glob("datamap-*.whl")
+    # built from a copy: setuptools writes build/ and egg-info next to the sources
+    source = tmp_path / "source"
+    shutil.copytree(root / "src", source / "src",
+                    ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(root / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q",
+                    "--no-build-isolation", "-w", str(tmp_path / "dist")], check=True,
+                   timeout=600, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("datamap-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("template.html", "page.js", "page.css", "__init__.py", "builder.py",
                  "inputs.py"):
