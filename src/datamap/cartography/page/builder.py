@@ -325,7 +325,7 @@ def _point_columns(points: pd.DataFrame, n_classes: int) -> tuple[dict[str, np.n
                          f"{', '.join(_REQUIRED)}")
     if len(points) == 0:
         raise DataError("points is empty: there is no example to show on the data map")
-    ids = _integers(points["id"], "id")
+    ids = _integers(points["id"], "points.id")
     order = np.argsort(ids, kind="stable")
     ids = ids[order]
     duplicated = ids[1:][ids[1:] == ids[:-1]]
@@ -335,7 +335,7 @@ def _point_columns(points: pd.DataFrame, n_classes: int) -> tuple[dict[str, np.n
     columns: dict[str, np.ndarray] = {"id": ids.astype("<i8")}
     label_type = "<u1" if n_classes <= 256 else "<u2"
     for column in ("gold", "most_predicted"):
-        values = _integers(points[column], column)[order]
+        values = _integers(points[column], f"points.{column}")[order]
         bad = (values < 0) | (values >= n_classes)
         if bad.any():
             raise DataError(f"points.{column}: {int(bad.sum())} value(s) are not class indices "
@@ -356,7 +356,7 @@ def _point_columns(points: pd.DataFrame, n_classes: int) -> tuple[dict[str, np.n
             raise DataError(f"points.{column}: {int(bad.sum())} value(s) do not {span} (e.g. "
                              f"{values[bad][:5].tolist()})")
         columns[column] = values.astype("<f4")
-    forgetfulness = _integers(points["forgetfulness"], "forgetfulness")[order]
+    forgetfulness = _integers(points["forgetfulness"], "points.forgetfulness")[order]
     if (forgetfulness < 0).any() or (forgetfulness > 65_535).any():
         raise DataError("points.forgetfulness: values must be counts in 0..65535")
     columns["forgetfulness"] = forgetfulness.astype("<u2")
@@ -383,7 +383,7 @@ def _integers(series: pd.Series, name: str) -> np.ndarray:
     numeric = pd.to_numeric(series, errors="coerce").to_numpy(np.float64)
     whole = np.isfinite(numeric) & (numeric == np.round(numeric))
     if not whole.all():
-        raise DataError(f"points.{name} must hold integers; {int((~whole).sum())} value(s) "
+        raise DataError(f"{name} must hold integers; {int((~whole).sum())} value(s) "
                          f"are not (e.g. {series[~whole].head(5).tolist()})")
     return series.to_numpy().astype(np.int64)
 
@@ -517,7 +517,7 @@ def _decisions(decisions: pd.DataFrame | None, ids: np.ndarray,
     if missing:
         raise DataError(f"decisions: missing column(s) {', '.join(missing)}; decisions need "
                          f"{', '.join(CORRECTIONS_COLUMNS)}")
-    did = _integers(decisions["id"], "id")
+    did = _integers(decisions["id"], "decisions.id")
     order = np.argsort(did, kind="stable")
     did = did[order]
     dup = did[1:][did[1:] == did[:-1]]
