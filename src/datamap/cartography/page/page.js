@@ -1,4 +1,5 @@
-// The interactive data map: see page/__init__.py for the design and the data format.
+// The interactive data map: see builder.py (datamap.cartography.page.builder) for the
+// design and the data format, and docs/data-map-page.md.
 //
 // Every string from the data (labels, texts, file and feature names, notes, reviewers, the
 // title) reaches the DOM through textContent or an <option>/<input> value, never as markup; the
@@ -904,8 +905,9 @@
       download("id\n" + lines.join(""), config.files.selection);
     });
 
-    /** A corrections.csv field (see csv_cell in __init__.py): a leading formula character or
-     * quote gets one "'" (readers drop one), then RFC 4180 quoting. */
+    /** A corrections.csv label, note or reviewer field (csv_cell in builder.py): a leading
+     * formula character or quote gets one "'" (datamap.data.corrections.guard_cell; the reader
+     * drops one "'" followed by one of them), then RFC 4180 quoting as Python's csv module. */
     function csvCell(value) {
       let text = /^[=+\-@\t\r']/.test(value) ? `'${value}` : value;
       if (/[",\r\n]/.test(text)) text = `"${text.replaceAll('"', '""')}"`;
