@@ -196,27 +196,64 @@ def raw_table(cols, meta) -> pa.Table:
 # the interactive data map
 
 
-def fake_map_points(n: int, seed: int = 0):
-    """Random points of the interactive data map (the frame ``data_map_page`` takes)."""
+#: Synthetic data-map points (:func:`synthetic_points`): class names and the region rule.
+PAGE_CLASSES = [f"class {k}" for k in range(10)]
+PAGE_REGION_RULE = ("threshold rule: ambiguous if variability >= 0.2, else easy-to-learn if "
+                    "confidence >= 0.5, else hard-to-learn")
+_PAGE_WORDS = ("the movie film was plot acting really quite a story this and with music cast "
+               "good great excellent wonderful superb bad awful terrible poor dreadful scene "
+               "director script ending").split()
+
+
+def synthetic_points(n: int, seed: int = 0, classes: int = len(PAGE_CLASSES)):
+    """``n`` seeded points of the interactive data map (every column ``build_page`` reads, and
+    ``flipped``), drawn in score space the way a real map looks: easy (high confidence, low
+    variability), ambiguous (high variability) and mislabelled (low confidence; 70 % flipped).
+    Regions follow :data:`PAGE_REGION_RULE`; ids are ``7 + 3 k`` shuffled, so the page must
+    sort them."""
     import pandas as pd
 
-    from datamap.scoring.regions import assign_regions
-
     rng = np.random.default_rng(seed)
-    conf = rng.uniform(0, 1, n)
-    frame = pd.DataFrame({
-        "id": np.arange(n) * 7 + 3,
-        "gold": rng.integers(0, 3, n),
-        "most_predicted": rng.integers(0, 3, n),
-        "confidence": conf,
-        "variability": rng.uniform(0, 0.4, n),
-        "correctness": rng.integers(0, 6, n) / 5,
-        "forgetfulness": rng.integers(0, 3, n),
-        "never_learned": rng.uniform(size=n) < 0.1,
-        "flipped": rng.uniform(size=n) < 0.2,
+    kind = rng.choice(3, size=n, p=[0.6, 0.25, 0.15])
+    confidence = np.select([kind == 0, kind == 1],
+                           [rng.beta(8, 1.5, n), rng.uniform(0.25, 0.75, n)], rng.beta(1.5, 8, n))
+    variability = np.select([kind == 0, kind == 1],
+                            [rng.uniform(0.0, 0.18, n) * (1.05 - confidence),
+                             rng.uniform(0.2, 0.45, n)], rng.uniform(0.0, 0.15, n))
+    correctness = np.round(np.clip(confidence + rng.normal(0, 0.1, n), 0, 1) * 10) / 10
+    gold = rng.integers(0, classes, n)
+    shift = rng.integers(1, classes, n)
+    predicted = np.where(kind == 0, gold, np.where(kind == 2, (gold + shift) % classes,
+                                                   rng.integers(0, classes, n)))
+    region = np.where(variability >= 0.2, "ambiguous",
+                      np.where(confidence >= 0.5, "easy-to-learn", "hard-to-learn"))
+    return pd.DataFrame({
+        "id": 7 + 3 * rng.permutation(n).astype(np.int64),
+        "gold": gold,
+        "most_predicted": predicted,
+        "confidence": confidence,
+        "variability": variability,
+        "correctness": correctness,
+        "forgetfulness": rng.poisson(np.where(kind == 1, 2.0, 0.3)),
+        "region": region,
+        "flipped": (kind == 2) & (rng.random(n) < 0.7),
     })
-    frame["region"] = assign_regions(frame)
-    return frame
+
+
+def synthetic_texts(n: int, seed: int = 0, words: int = 18) -> list[str]:
+    """``n`` texts of about 100 characters (``words`` words from a small vocabulary)."""
+    rng = np.random.default_rng([seed, 1])
+    picks = np.array(_PAGE_WORDS)[rng.integers(0, len(_PAGE_WORDS), size=(n, words))]
+    return [" ".join(row) for row in picks.tolist()]
+
+
+def synthetic_images(points, seed: int = 0, size: int = 8) -> np.ndarray:
+    """uint8 grey images ``[n, 1, size, size]``: a pattern per given class plus noise."""
+    rng = np.random.default_rng([seed, 2])
+    patterns = rng.uniform(0, 255, size=(len(PAGE_CLASSES), 1, size, size))
+    gold = points["gold"].to_numpy()
+    noisy = patterns[gold] + rng.normal(0, 30, size=(len(gold), 1, size, size))
+    return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,41 +1,58 @@
-"""data_map.html in a real browser: headless Chromium (Debian's package) driven by Playwright.
+"""The data map page in a real browser: headless Chromium (Debian's) driven by Playwright.
 
-The page comes from the cartography stage's own code on the prepared digits
-(``digits_cartography``). Needs ``chromium`` (`make test` and `make browser` install it).
+Pages are built from small seeded synthetic points (``tests/helpers.py``) and, at the end, by
+the real cartography stage on the digits; what the page shows, selects and downloads is
+compared with the same computation in numpy, and the corrections download is read back by the
+pipeline (``read_corrections`` and the prepare stage). Without Chromium the tests fail, saying
+how to install it (`make test` does).
 """
 
 from __future__ import annotations
 
-import base64
+import csv
 import io
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from datamap.cartography.page import PAGE_NAME
+from datamap.cartography.page import PAGE_NAME, Features, Images, Texts, build_page
+from datamap.data.corrections import COLUMNS, parse_corrections
 
-from .helpers import chromium, chromium_path, fake_map_points
+from .helpers import PAGE_CLASSES as CLASSES
+from .helpers import PAGE_REGION_RULE as REGION_RULE
+from .helpers import (
+    chromium,
+    chromium_path,
+    synthetic_images,
+    synthetic_points,
+    synthetic_texts,
+)
 
-# Screen position of data coordinates (variability, confidence) on the map.
-_SCREEN_XY = """([x, y]) => {
-  const doc = Bokeh.documents[0];
-  const fig = doc.get_model_by_name("data_map");
-  const view = [...Bokeh.index.roots][0].owner.get_one(fig);
-  const canvas = view.canvas_view.el.getBoundingClientRect();
-  return [canvas.left + view.frame.x_scale.compute(x), canvas.top + view.frame.y_scale.compute(y)];
-}"""
-# The frame (plot area) of the map on the screen: x, y, width, height.
-_FRAME = """() => {
-  const fig = Bokeh.documents[0].get_model_by_name("data_map");
-  const view = [...Bokeh.index.roots][0].owner.get_one(fig);
-  const canvas = view.canvas_view.el.getBoundingClientRect();
-  const bbox = view.frame.bbox;
-  return {x: canvas.left + bbox.left, y: canvas.top + bbox.top, width: bbox.width,
-          height: bbox.height};
-}"""
-_MODEL = "(name) => Bokeh.documents[0].get_model_by_name(name)"
+# Run before the page's own script: traps for anything an injected payload could do, and a
+# record of every Content-Security-Policy violation.
+TRAPS = """
+window.__fired = [];
+for (const name of ["alert", "confirm", "prompt"]) {
+  window[name] = (...args) => { window.__fired.push(name + ":" + args.join(",")); };
+}
+window.__violations = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__violations.push(e.violatedDirective + " " + e.blockedURI + " " + e.sample);
+});
+window.addEventListener("error", (e) => { window.__fired.push("error:" + e.message); }, true);
+"""
+
+
+
+
+def read_download(data: bytes) -> pd.DataFrame:
+    """A downloaded corrections.csv read by the pipeline's reader (the guard undone)."""
+    decisions = parse_corrections(data.decode("utf-8"), "download").decisions
+    return pd.DataFrame([(d.id, d.action, d.label, d.note, d.reviewer) for d in decisions],
+                        columns=list(COLUMNS))
 
 
 @pytest.fixture(scope="module")
@@ -47,182 +64,642 @@ def browser():
         yield browser
 
 
+class Opened:
+    """A loaded page and what it did: ``requests`` (URLs), ``errors`` (page errors and console
+    errors)."""
+
+    def __init__(self, page, path: Path):
+        self.page, self.path = page, path
+        self.requests: list[str] = []
+        self.errors: list[str] = []
+
+    def fired(self) -> list[str]:
+        return self.page.evaluate("() => window.__fired")
+
+    def violations(self) -> list[str]:
+        return self.page.evaluate("() => window.__violations")
+
+
 @pytest.fixture
-def page(browser, digits_cartography):
-    """The page, loaded and idle; ``page.requests`` lists every URL it asked for."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
-    page = context.new_page()
-    page.requests = []
-    page.on("request", lambda request: page.requests.append(request.url))
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto((digits_cartography / PAGE_NAME).as_uri())
-    page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && "
-                           "Bokeh.documents[0].is_idle", timeout=60_000)
-    yield page
-    context.close()
-    assert errors == []
+def open_page(browser, tmp_path):
+    """``open_page(html, name="page.html")``: the page written to a file and loaded in a fresh
+    context until its first frame; checks afterwards that it raised no error."""
+    contexts, opened = [], []
+
+    def open_(html: str, name: str = "page.html", timeout: float = 120_000) -> Opened:
+        path = tmp_path / name
+        path.write_text(html, encoding="utf-8")
+        context = browser.new_context(viewport={"width": 1400, "height": 1100},
+                                      accept_downloads=True)
+        contexts.append(context)
+        page = context.new_page()
+        page.add_init_script(TRAPS)
+        result = Opened(page, path)
+        page.on("request", lambda request: result.requests.append(request.url))
+        page.on("pageerror", lambda error: result.errors.append(str(error)))
+        page.on("console", lambda m: m.type == "error" and result.errors.append(m.text))
+        page.goto(path.as_uri())
+        page.wait_for_function("() => document.body.dataset.state", timeout=timeout)
+        assert page.evaluate("() => document.body.dataset.state") == "ready", \
+            page.text_content("#dm-shown")
+        opened.append(result)
+        return result
+
+    yield open_
+    for result in opened:
+        assert result.errors == []
+    for context in contexts:
+        context.close()
+
+
+N = 400
+
+
+def build(points: pd.DataFrame, preview=None, decisions=None, classes=CLASSES, **kw) -> str:
+    kw = {"title": "Synthetic data map", "region_rule": REGION_RULE, **kw}
+    return build_page(points, classes, preview, decisions, **kw)
 
 
 @pytest.fixture(scope="module")
-def points(digits_cartography) -> pd.DataFrame:
-    """The shown points (every example: the demo is under max_points)."""
-    return pd.read_csv(digits_cartography / "map_points.csv")
+def points() -> pd.DataFrame:
+    return synthetic_points(N, seed=3)
 
 
-def coloured_pixels(page) -> int:
-    """Pixels of the map's frame drawn in a saturated colour (points; not the white background,
-    grey grid or black axes)."""
-    frame = page.evaluate(_FRAME)
-    shot = Image.open(io.BytesIO(page.screenshot(clip=frame))).convert("RGB")
-    pixels = np.asarray(shot).astype(np.int16)
-    return int(((pixels.max(axis=2) - pixels.min(axis=2)) > 40).sum())
+@pytest.fixture(scope="module")
+def image_page_html(points) -> str:
+    return build(points, Images(synthetic_images(points, seed=3)))
+
+
+def sorted_points(points: pd.DataFrame) -> pd.DataFrame:
+    """The points in the page's order (ascending id), scores as the page holds them (float32)."""
+    out = points.sort_values("id").reset_index(drop=True)
+    for column in ("confidence", "variability", "correctness"):
+        out[column] = out[column].astype(np.float32).astype(np.float64)
+    return out
 
 
 def screen(page, x: float, y: float) -> tuple[float, float]:
-    return tuple(page.evaluate(_SCREEN_XY, [x, y]))
+    return tuple(page.evaluate("([x, y]) => dataMap.toScreen(x, y)", [x, y]))
 
 
-def test_page_makes_no_network_request_and_draws_every_point(page, digits_cartography, points):
-    assert page.requests == [(digits_cartography / PAGE_NAME).as_uri()]
-    assert page.evaluate(f"({_MODEL})('points').data.id.length") == len(points)
+def screen_xy(page, points: pd.DataFrame) -> np.ndarray:
+    """Screen positions [n, 2] of the points."""
+    return np.array(page.evaluate(
+        "(xy) => xy.map(([x, y]) => dataMap.toScreen(x, y))",
+        points[["variability", "confidence"]].to_numpy().tolist()))
+
+
+def coloured_pixels(page) -> int:
+    """Pixels of the map's frame in a saturated colour or dark (points; not white or pale)."""
+    shot = Image.open(io.BytesIO(page.screenshot(clip=page.evaluate("dataMap.frame()"))))
+    pixels = np.asarray(shot.convert("RGB")).astype(np.int16)
+    return int(((pixels.max(axis=2) - pixels.min(axis=2) > 40) | (pixels.max(axis=2) < 120)).sum())
+
+
+def isolated(page, points: pd.DataFrame, k: int = 1) -> list[int]:
+    """Rows of ``points`` (page order) farthest on screen from any other point, inside the
+    frame, so hovering or clicking them is unambiguous."""
+    xy = screen_xy(page, points)
+    gaps = np.sort(np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1)), axis=1)[:, 1]
+    frame = page.evaluate("dataMap.frame()")
+    inside = ((xy[:, 0] > frame["x"] + 10) & (xy[:, 0] < frame["x"] + frame["width"] - 10)
+              & (xy[:, 1] > frame["y"] + 10) & (xy[:, 1] < frame["y"] + frame["height"] - 10))
+    gaps[~inside] = -1
+    return [int(i) for i in np.argsort(-gaps)[:k]]
+
+
+def hover(page, x: float, y: float) -> str:
+    """Move onto the screen position and return the tooltip's text."""
+    page.mouse.move(x + 25, y + 25)
+    page.mouse.move(x, y, steps=3)
+    page.locator("#dm-tooltip").wait_for(state="visible", timeout=10_000)
+    return page.text_content("#dm-tooltip")
+
+
+def drag(page, path: list[tuple[float, float]], shift: bool = False) -> None:
+    """Press at the first position, move through the rest, release (shift held if asked);
+    then wait for the frame that shows the result."""
+    frames = page.evaluate("dataMap.frames")
+    if shift:
+        page.keyboard.down("Shift")
+    page.mouse.move(*path[0])
+    page.mouse.down()
+    for xy in path[1:]:
+        page.mouse.move(*xy, steps=2)
+    page.mouse.up()
+    if shift:
+        page.keyboard.up("Shift")
+    page.wait_for_function(f"() => dataMap.frames > {frames}")
+
+
+def box_select(page, pts: pd.DataFrame, x0: float, x1: float, y0: float, y1: float,
+               shift: bool = False, shown: np.ndarray | None = None) -> np.ndarray:
+    """Drag a box from (x0, y1) to (x1, y0) (data units); returns the ids numpy finds inside
+    the box the page used (the mouse positions in data units, checked to be within a pixel of
+    the asked corners), among the ``shown`` rows."""
+    start, end = screen(page, x0, y1), screen(page, x1, y0)
+    drag(page, [start, end], shift=shift)
+    bx0, by0, bx1, by1 = page.evaluate("dataMap.lastBox()")
+    assert np.allclose([screen(page, bx0, by0), screen(page, bx1, by1)], [start, end], atol=1)
+    inside = (pts["variability"].between(min(bx0, bx1), max(bx0, bx1))
+              & pts["confidence"].between(min(by0, by1), max(by0, by1))).to_numpy()
+    if shown is not None:
+        inside = inside & shown
+    return pts["id"][inside].to_numpy()
+
+
+def table_ids(page) -> list[int]:
+    return [int(t) for t in page.locator("#dm-table-body tr td:first-child").all_text_contents()]
+
+
+def download(page, button: str):
+    with page.expect_download() as info:
+        page.click(button)
+    value = info.value
+    return value.suggested_filename, open(value.path(), "rb").read()
+
+
+def in_polygon(x: np.ndarray, y: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Even-odd rule, the crossing test of PNPOLY (vectorised over points)."""
+    inside = np.zeros(len(x), dtype=bool)
+    for k in range(len(poly)):
+        (xa, ya), (xb, yb) = poly[k], poly[(k + 1) % len(poly)]
+        crosses = (ya > y) != (yb > y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            at = (xb - xa) * (y - ya) / (yb - ya) + xa
+        inside ^= crosses & (x < at)
+    return inside
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def test_page_loads_offline_and_draws_every_point(open_page, image_page_html, points):
+    opened = open_page(image_page_html)
+    page = opened.page
+    assert opened.requests == [opened.path.as_uri()]  # nothing but the file itself
+    assert opened.violations() == [] and opened.fired() == []
+    assert page.text_content("#dm-shown") == f"Showing all {N:,} examples."
+    assert page.text_content("#dm-title") == "Synthetic data map"
+    assert page.text_content("#dm-region-rule") == REGION_RULE
+    counts = points["region"].value_counts()
+    shown = page.locator("#dm-region-counts li").all_text_contents()
+    assert [s.split(":")[0] for s in shown] == ["easy-to-learn", "ambiguous", "hard-to-learn"]
+    for text in shown:
+        name, rest = text.split(": ")
+        assert rest.startswith(f"{counts[name]:,} (")
     drawn = coloured_pixels(page)
-    assert drawn > 2000, drawn
-    # filtering every region out leaves an empty frame: what was counted were the points
-    for region in ("easy-to-learn", "ambiguous", "hard-to-learn"):
-        page.get_by_role("button", name=region, exact=True).click()
-    page.wait_for_timeout(300)
-    assert page.evaluate(f"({_MODEL})('filter_status').text").startswith("0 of ")
+    assert drawn > 3000, drawn
+    for k in range(3):  # filtering every region out empties the frame
+        page.uncheck(f"#dm-region-filter input[value='{k}']")
+    assert page.text_content("#dm-filter-status") == f"0 of {N:,} points pass the filters"
+    page.evaluate("() => new Promise((r) => requestAnimationFrame(() => r()))")
     assert coloured_pixels(page) < drawn / 50
 
 
-def test_hover_shows_the_example(page, points, digits_cartography, digits_prepared):
-    from datamap.cartography.page import input_previews
-    from datamap.data.splits import read_meta
-
-    # the point farthest from its neighbours on screen, so the tooltip shows it alone
-    xy = np.array([screen(page, x, y) for x, y in
-                   points[["variability", "confidence"]].to_numpy()[:400]])
-    gaps = np.sort(np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1)), axis=1)[:, 1]
-    target = int(np.argmax(gaps))
-    example = int(points["id"].iloc[target])
-    page.mouse.move(*(xy[target] + 20))
-    page.mouse.move(*xy[target], steps=4)
-    tooltip = page.locator(".bk-tooltip-content").filter(has_text=f"id {example}")
-    tooltip.wait_for(state="visible", timeout=10_000)
-    text = tooltip.inner_text()
-    for field in ("given", "most predicted", "confidence", "variability", "correctness",
-                  "forgetfulness", "label"):
-        assert field in text
-    src = tooltip.locator("img.dm-thumb").get_attribute("src")
-    # the very thumbnail of that example's input
-    thumbs = input_previews(digits_prepared, points["id"].to_numpy(),
-                            read_meta(digits_prepared)).columns["thumb"]
-    assert src == "data:image/png;base64," + thumbs[target]
-    image = Image.open(io.BytesIO(base64.b64decode(thumbs[target])))
-    assert image.size == (8, 8)
-    box = tooltip.locator("img.dm-thumb").bounding_box()
-    assert (box["width"], box["height"]) == (64, 64)  # the 8x8 image, scaled up
+def test_hover_shows_the_example_and_its_thumbnail(open_page, image_page_html, points):
+    page = open_page(image_page_html).page
+    pts = sorted_points(points)
+    images = synthetic_images(points, seed=3)[np.argsort(points["id"].to_numpy(), kind="stable")]
+    for row in isolated(page, pts, k=3):
+        p = pts.iloc[row]
+        text = hover(page, *screen(page, p["variability"], p["confidence"]))
+        assert f"id {p['id']} \u00b7 {p['region']}" in text
+        assert (f"given {CLASSES[p['gold']]} \u00b7 most predicted "
+                f"{CLASSES[p['most_predicted']]}") in text
+        assert f"confidence {p['confidence']:.3f} \u00b7 variability {p['variability']:.3f}" in text
+        assert (f"correctness {p['correctness']:.2f} \u00b7 forgetfulness "
+                f"{p['forgetfulness']}") in text
+        assert ("label flipped" if p["flipped"] else "label kept") in text
+        thumb = page.locator("#dm-tooltip canvas.dm-thumb")
+        # 8x8 pixels shown 64x64 (inside a 1-pixel border)
+        assert thumb.evaluate("(c) => [c.width, c.height, c.clientWidth, c.clientHeight]") == \
+            [8, 8, 64, 64]
+        shown = np.array(thumb.evaluate(
+            "(c) => [...c.getContext('2d').getImageData(0, 0, c.width, c.height).data]"))
+        assert np.array_equal(shown.reshape(8, 8, 4)[..., 0], images[row, 0])  # the very pixels
 
 
-def _box_around(values: np.ndarray, low: float, high: float) -> tuple[float, float]:
-    """Edges near the ``low`` and ``high`` quantiles of ``values`` placed in the widest gap
-    between neighbouring values, so no point sits on an edge."""
-    ordered = np.unique(values)
-    edges = []
-    for q in (low, high):
-        i = int(q * (len(ordered) - 1))
-        window = np.arange(max(i - 10, 0), min(i + 10, len(ordered) - 1))
-        best = window[np.argmax(ordered[window + 1] - ordered[window])]
-        edges.append((ordered[best] + ordered[best + 1]) / 2)
-    return edges[0], edges[1]
+def test_text_pairs_and_features_are_shown(open_page, points):
+    texts = [f"premise number {i}" for i in range(N)]
+    pairs = [f"hypothesis {i} & more" for i in range(N)]
+    page = open_page(build(points, Texts(texts, pairs)), "texts.html").page
+    pts = sorted_points(points)
+    order = np.argsort(points["id"].to_numpy(), kind="stable")
+    row = isolated(page, pts)[0]
+    text = hover(page, *screen(page, pts["variability"][row], pts["confidence"][row]))
+    assert f"premise number {order[row]}" in text and f"hypothesis {order[row]} & more" in text
+
+    values = np.arange(N * 10, dtype=np.float64).reshape(N, 10) / 7
+    names = [f"f{j}" for j in range(10)]
+    page = open_page(build(points, Features(values, names)), "features.html").page
+    text = hover(page, *screen(page, pts["variability"][row], pts["confidence"][row]))
+    expected = ", ".join(f"f{j}={float(f'{values[order[row], j]:.4g}'):g}" for j in range(8))
+    assert f"{expected} \u2026 (+2 more)" in text
 
 
-def test_box_selection_lists_and_downloads_the_ids(page, points):
-    x0, x1 = _box_around(points["variability"].to_numpy(), 0.3, 0.6)
-    y0, y1 = _box_around(points["confidence"].to_numpy(), 0.2, 0.7)
-    inside = points[points["variability"].between(x0, x1)
-                    & points["confidence"].between(y0, y1)]
-    expected = sorted(inside["id"].tolist())
-    assert len(expected) >= 5
-    page.mouse.move(*screen(page, x0, y1))
-    page.mouse.down()
-    page.mouse.move(*screen(page, x1, y0), steps=8)
-    page.mouse.up()
-    page.wait_for_function(f"({_MODEL})('points').selected.indices.length > 0")
+def test_filters_change_what_is_drawn_and_the_histograms(open_page, image_page_html, points):
+    page = open_page(image_page_html).page
+    pts = sorted_points(points)
+    x_max = page.evaluate("dataMap.view().x1")
+    bins = 40
 
-    assert page.evaluate(f"({_MODEL})('selection_status').text") == f"{len(expected)} selected"
-    assert page.evaluate(f"({_MODEL})('selection').data.id") == expected  # the table
-    assert page.locator(".slick-row").first.inner_text().split()[0] == str(expected[0])
-    with page.expect_download() as download:
-        page.get_by_role("button", name="Download selected ids (CSV)").click()
-    assert download.value.suggested_filename == "data_map_selection.csv"
-    csv = open(download.value.path(), encoding="utf-8").read()
-    assert csv == "id\n" + "".join(f"{i}\n" for i in expected)
-    # exactly what a selection spec reads
-    assert pd.read_csv(download.value.path())["id"].tolist() == expected
-    assert not [url for url in page.requests if not url.startswith(("file:", "blob:"))]
+    def check(keep: np.ndarray) -> None:
+        assert page.text_content("#dm-filter-status") == \
+            f"{keep.sum():,} of {N:,} points pass the filters"
+        hist = page.evaluate("dataMap.histograms()")
+        x = np.minimum(np.floor(pts["variability"][keep] / x_max * bins), bins - 1)
+        y = np.minimum(np.floor(pts["confidence"][keep] * bins), bins - 1)
+        assert hist["x"] == np.bincount(x.astype(int), minlength=bins).tolist()
+        assert hist["y"] == np.bincount(y.astype(int), minlength=bins).tolist()
 
-
-def test_filters_and_search(page, points, digits_cartography):
-    from datamap.scoring.scores import read_scores
-
-    status = f"({_MODEL})('filter_status').text"
-    page.evaluate(f"({_MODEL})('class_filter').value = ['3', '7']")
-    # digits' class names are the digits
-    gold = read_scores(digits_cartography / "scores.parquet").set_index("id")["gold"]
-    given = gold.reindex(points["id"]).astype(str).reset_index(drop=True)
-    assert page.evaluate(status).startswith(f"{given.isin(['3', '7']).sum():,} of ")
-    page.get_by_role("button", name="hard-to-learn", exact=True).click()
-    keep = given.isin(["3", "7"]).to_numpy() & (points["region"] != "hard-to-learn").to_numpy()
-    assert page.evaluate(status).startswith(f"{keep.sum():,} of ")
-
-    visible = points["id"][keep].tolist()
-    hidden = points["id"][~keep].tolist()
-    search = page.get_by_label("Find ids (comma-separated, Enter)")
-    search.fill(f"{visible[0]}, {visible[1]} {hidden[0]}, 999999")
-    search.press("Enter")
-    ids = page.evaluate(f"({_MODEL})('selection').data.id")
-    assert ids == sorted(visible[:2])
-    message = page.evaluate(f"({_MODEL})('search_status').text")
-    assert message.startswith("2 of 4 found and selected")
-    assert f"hidden by the filters: {hidden[0]}" in message and "not on the page: 999999" in message
-
-
-def test_colour_control_switches_the_colouring(page):
+    check(np.ones(N, bool))
     before = coloured_pixels(page)
-    page.get_by_role("button", name="label flipped", exact=True).click()
-    glyph = f"({_MODEL})('scatter').glyph.fill_color.field"
-    assert page.evaluate(glyph) == "flipped"
-    assert page.evaluate(f"({_MODEL})('legend_flipped').visible")
-    assert not page.evaluate(f"({_MODEL})('legend_correctness_bin').visible")
-    # kept labels are grey now: far fewer coloured pixels than under the correctness colours
-    assert coloured_pixels(page) < before
-    page.get_by_role("button", name="region", exact=True).click()
-    assert page.evaluate(glyph) == "region"
+    page.select_option("#dm-label-filter", ["1", "3"])
+    labels = pts["gold"].isin([1, 3]).to_numpy()
+    check(labels)
+    page.uncheck("#dm-region-filter input[value='0']")  # easy-to-learn
+    regions = labels & (pts["region"] != "easy-to-learn").to_numpy()
+    check(regions)
+    page.fill("[aria-label='confidence min']", "0.3")
+    page.fill("[aria-label='confidence max']", "0.8")
+    page.press("[aria-label='confidence max']", "Enter")
+    scores = regions & pts["confidence"].between(0.3, 0.8).to_numpy()
+    check(scores)
+    page.fill("[aria-label='variability min']", "0.25")
+    page.fill("[aria-label='correctness max']", "0.6")
+    page.press("[aria-label='correctness max']", "Enter")
+    scores &= (pts["variability"] >= 0.25).to_numpy() & (pts["correctness"] <= 0.6).to_numpy()
+    check(scores)
+    page.evaluate("() => new Promise((r) => requestAnimationFrame(() => r()))")
+    assert coloured_pixels(page) < before * scores.sum() / N * 2 + 50
+    page.click("#dm-label-all")
+    page.check("#dm-region-filter input[value='0']")
+    for name in ("confidence min", "confidence max", "variability min", "correctness max"):
+        page.fill(f"[aria-label='{name}']", "")
+        page.press(f"[aria-label='{name}']", "Enter")
+    check(np.ones(N, bool))
 
 
-def test_text_inputs_are_shown_as_text_never_as_markup(browser, tmp_path):
-    from datamap.cartography.page import data_map_page, text_previews
+def test_box_selection_lists_and_downloads_the_ids(open_page, image_page_html, points):
+    opened = open_page(image_page_html)
+    page = opened.page
+    pts = sorted_points(points)
+    expected = box_select(page, pts, 0.1, 0.35, 0.3, 0.8)
+    assert len(expected) >= 10
+    assert page.text_content("#dm-selection-status") == f"{len(expected)} selected"
+    assert table_ids(page) == sorted(expected.tolist())[:100]
+    hist = page.evaluate("dataMap.histograms()")
+    assert sum(hist["selX"]) == sum(hist["selY"]) == len(expected)
+    name, data = download(page, "#dm-download-ids")
+    assert name == "data_map_selection.csv"
+    assert data == ("id\n" + "".join(f"{i}\n" for i in sorted(expected))).encode()
+    assert all(url.startswith(("file:", "blob:")) for url in opened.requests)
 
-    points = fake_map_points(3)
-    points[["variability", "confidence"]] = [[0.05, 0.9], [0.2, 0.5], [0.35, 0.1]]
-    evil = '<img src=x onerror="window.injected=1"></script><b>bold</b>'
-    preview = text_previews([evil, "premise", "x"], ["", "hypothesis & more", "y"], 300)
-    path = tmp_path / "text.html"
-    path.write_text(data_map_page(points, ["a", "b", "c"], preview, n_examples=3, title="t"),
-                    encoding="utf-8")
-    page = browser.new_page(viewport={"width": 1400, "height": 1100})
-    page.goto(path.as_uri())
-    page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && "
-                           "Bokeh.documents[0].is_idle", timeout=60_000)
-    for i, shown in ((0, evil), (1, "hypothesis & more")):
-        page.mouse.move(*(np.array(screen(page, *points.iloc[i][["variability",
-                                                                 "confidence"]])) + 20))
-        page.mouse.move(*screen(page, *points.iloc[i][["variability", "confidence"]]), steps=4)
-        tooltip = page.locator(".bk-tooltip-content").filter(has_text=f"id {points['id'][i]}")
-        tooltip.wait_for(state="visible", timeout=10_000)
-        assert shown in tooltip.inner_text()
-    assert page.evaluate("window.injected") is None
-    assert page.locator(".bk-tooltip-content b:text('bold')").count() == 0
-    page.close()
+
+def test_lasso_and_shift_add(open_page, image_page_html, points):
+    page = open_page(image_page_html).page
+    pts = sorted_points(points)
+    page.uncheck("#dm-region-filter input[value='2']")  # hidden points are never selected
+    shown = (pts["region"] != "hard-to-learn").to_numpy()
+    page.check("input[name='dm-tool'][value='lasso']")
+    corners = [(0.02, 0.95), (0.3, 0.8), (0.35, 0.35), (0.1, 0.2), (0.2, 0.6)]
+    path = [screen(page, x, y) for x, y in corners]
+    drag(page, path + [path[0]])
+    poly = np.array(page.evaluate("dataMap.lastLasso()"))
+    # the polygon the page used is the mouse path in data units: each corner is a vertex
+    vertices = screen_xy(page, pd.DataFrame(poly, columns=["variability", "confidence"]))
+    for corner in path:
+        assert np.hypot(*(vertices - corner).T).min() < 1
+    inside = in_polygon(pts["variability"].to_numpy(), pts["confidence"].to_numpy(), poly)
+    assert (inside & ~shown).sum() >= 3  # the lasso covers hidden points too
+    lasso = set(pts["id"][inside & shown])
+    assert len(lasso) >= 10
+    assert page.text_content("#dm-selection-status") == f"{len(lasso)} selected"
+    _, data = download(page, "#dm-download-ids")
+    assert data == ("id\n" + "".join(f"{i}\n" for i in sorted(lasso))).encode()
+
+    page.check("input[name='dm-tool'][value='box']")
+    boxed = set(box_select(page, pts, 0.3, 0.45, 0.05, 0.5, shift=True, shown=shown).tolist())
+    union = sorted(lasso | boxed)
+    assert len(union) > len(lasso)
+    _, data = download(page, "#dm-download-ids")
+    assert data == ("id\n" + "".join(f"{i}\n" for i in union)).encode()
+
+
+def test_click_select_row_click_and_find(open_page, image_page_html, points):
+    page = open_page(image_page_html).page
+    pts = sorted_points(points)
+    a, b = isolated(page, pts, k=2)
+    page.mouse.click(*screen(page, pts["variability"][a], pts["confidence"][a]))
+    assert table_ids(page) == [pts["id"][a]]
+    assert page.text_content("#dm-inspected").startswith(f"id {pts['id'][a]} ")
+    page.keyboard.down("Shift")
+    page.mouse.click(*screen(page, pts["variability"][b], pts["confidence"][b]))
+    page.keyboard.up("Shift")
+    assert table_ids(page) == sorted([pts["id"][a], pts["id"][b]])
+    page.locator("#dm-table-body tr").nth(1).click()  # a row: that example in the inspector
+    second = sorted([pts["id"][a], pts["id"][b]])[1]
+    assert page.text_content("#dm-inspected").startswith(f"id {second} ")
+    assert page.locator("#dm-table-body tr.dm-current td").first.text_content() == str(second)
+
+    page.uncheck("#dm-region-filter input[value='2']")  # hard-to-learn hidden
+    visible = pts["id"][pts["region"] != "hard-to-learn"].tolist()
+    hidden = pts["id"][pts["region"] == "hard-to-learn"].tolist()
+    page.fill("#dm-find", f"{visible[5]}, {visible[1]} {hidden[0]};999999, x1")
+    page.press("#dm-find", "Enter")
+    assert table_ids(page) == sorted([visible[1], visible[5]])
+    assert page.text_content("#dm-find-status") == (
+        f"2 of 5 found and selected; hidden by the filters: {hidden[0]}; "
+        "not on the page: 999999, x1")
+
+
+def _expected_corrections(rows: list[tuple]) -> bytes:
+    """corrections.csv as Python's csv module writes it, with the spreadsheet guard."""
+    def guard(v: str) -> str:
+        return "'" + v if v.startswith(("=", "+", "-", "@", "\t", "\r", "'")) else v
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["id", "action", "label", "note", "reviewer"])
+    for i, action, label, note, reviewer in sorted(rows):
+        writer.writerow([i, action, guard(label), guard(note), guard(reviewer)])
+    return out.getvalue().encode()
+
+
+def test_review_decisions_merge_into_corrections_csv(open_page, points):
+    pts = sorted_points(points)
+    ids = pts["id"].tolist()
+    classes = [*CLASSES[:9], "-1"]  # a class name a spreadsheet would read as a number
+    prior = pd.DataFrame({
+        "id": [ids[10], ids[3], 10**15 + 1, ids[20]],
+        "action": ["drop", "relabel", "keep", "keep"],
+        "label": ["", "class 2", "", ""],
+        "note": ['typo, "see" doc', "=SUM(A1)", "multi\nline", ""],
+        "reviewer": ["ann", "+bob", "@eve", "'quoted"],
+    })
+    opened = open_page(build(points, decisions=prior, classes=classes), "review.html")
+    page = opened.page
+    assert page.text_content("#dm-review-status") == ("Prior decisions loaded: 4 decisions in "
+                                                       "all (1 of them about examples not on "
+                                                       "this map, kept).")
+
+    # new: relabel two examples (one had a prior drop), clear a prior one
+    page.fill("#dm-find", f"{ids[10]}, {ids[11]}")
+    page.press("#dm-find", "Enter")
+    page.select_option("#dm-action", "relabel")
+    page.select_option("#dm-relabel", str(classes.index("-1")))
+    page.fill("#dm-note", "-looks like a 7")
+    page.fill("#dm-reviewer", "\tcarol")
+    page.click("#dm-apply")
+    page.fill("#dm-find", str(ids[20]))
+    page.press("#dm-find", "Enter")
+    page.select_option("#dm-action", "clear")
+    page.click("#dm-apply")
+    page.fill("#dm-find", f"{ids[0]}")
+    page.press("#dm-find", "Enter")
+    page.select_option("#dm-action", "drop")
+    page.fill("#dm-note", "")
+    page.fill("#dm-reviewer", "")
+    page.click("#dm-apply")
+    assert page.text_content("#dm-table-body tr td:last-child") == "drop"
+
+    rows = [
+        (ids[0], "drop", "", "", ""),
+        (ids[3], "relabel", "class 2", "=SUM(A1)", "+bob"),
+        (ids[10], "relabel", "-1", "-looks like a 7", "\tcarol"),
+        (ids[11], "relabel", "-1", "-looks like a 7", "\tcarol"),
+        (10**15 + 1, "keep", "", "multi\nline", "@eve"),
+    ]
+    name, data = download(page, "#dm-download-corrections")
+    assert name == "corrections.csv"
+    assert data == _expected_corrections(rows)
+    back = read_download(data)  # the guard undone: the exact values
+    assert back.values.tolist() == [list(r) for r in rows]
+
+    # the decisions on the map: colour by decision, the legend counts them
+    page.check("input[name='dm-colour'][value='decision']")
+    legend = page.text_content("#dm-legend")
+    assert f"none ({N - 4})" in legend and "drop (1)" in legend and "relabel (3)" in legend
+
+
+PAYLOADS = {
+    "class": "<img src=x onerror=alert(2)>",
+    "text": "</script><script>alert(1)</script><b id=pwn1>bold</b>",
+    "pair": "<svg onload=alert(5)><iframe src=javascript:alert(6)>",
+    "file": "\"><img src=x onerror=alert(7)>.png",
+    "feature": "\"><svg onload=alert(3)>",
+    "note": "<script>alert(8)</script>\u2028</script>",
+    "reviewer": "<img src=x onerror=window.__fired.push('xss')>",
+    "title": "</title><script>alert(4)</script>",
+    "rule": "<style>*{display:none}</style>&amp; rule",
+}
+
+
+@pytest.mark.parametrize("kind", ["texts", "images", "features"])
+def test_payloads_in_the_data_run_nothing_and_show_as_text(open_page, points, kind):
+    classes = [*CLASSES[:9], PAYLOADS["class"]]
+    pts = sorted_points(points)
+    if kind == "texts":
+        preview = Texts([PAYLOADS["text"]] * N, [PAYLOADS["pair"]] * N)
+    elif kind == "images":
+        preview = Images(synthetic_images(points), files=[PAYLOADS["file"]] * N)
+    else:
+        preview = Features(np.ones((N, 3)), ["a", PAYLOADS["feature"], "c"])
+    # one decided example has the payload class as its given label
+    decided = [pts["id"][pts["gold"] == 9].iloc[0], *pts["id"][pts["gold"] != 9][:2]]
+    decisions = pd.DataFrame({"id": decided, "action": ["relabel", "drop", "keep"],
+                              "label": [PAYLOADS["class"], "", ""],
+                              "note": [PAYLOADS["note"]] * 3,
+                              "reviewer": [PAYLOADS["reviewer"]] * 3})
+    html = build(points, preview, decisions, classes=classes, title=PAYLOADS["title"],
+                 region_rule=PAYLOADS["rule"])
+    assert "</script><script>alert(1)" not in html  # the text cannot close its element
+    opened = open_page(html, f"xss-{kind}.html")
+    page = opened.page
+
+    # everything that shows data: tooltip, inspector, table, dropdowns, legend
+    row = isolated(page, pts)[0]
+    text = hover(page, *screen(page, pts["variability"][row], pts["confidence"][row]))
+    page.fill("#dm-find", ", ".join(str(i) for i in decided))
+    page.press("#dm-find", "Enter")
+    page.locator("#dm-table-body tr").first.click()
+    page.select_option("#dm-label-filter", ["9"])
+    page.click("#dm-label-all")
+    page.check("input[name='dm-colour'][value='decision']")
+    page.wait_for_timeout(200)
+
+    assert opened.fired() == [] and opened.violations() == []
+    injected = "img, svg, iframe, object, embed, style:not(head > style), b, #pwn1"
+    assert page.evaluate(f"() => document.querySelectorAll({injected!r}).length") == 0
+    # the config and the page's script; the data blobs were removed once decoded
+    assert page.evaluate("() => document.querySelectorAll('script').length") == 2
+    assert page.title() == PAYLOADS["title"]
+    assert page.text_content("#dm-title") == PAYLOADS["title"]
+    assert page.text_content("#dm-region-rule") == PAYLOADS["rule"]
+    options = page.locator("#dm-label-filter option").all_text_contents()
+    assert options[-1] == PAYLOADS["class"]
+    assert page.locator("#dm-relabel option").all_text_contents()[-1] == PAYLOADS["class"]
+    if kind == "texts":
+        assert PAYLOADS["text"] in text and PAYLOADS["pair"] in text
+    elif kind == "images":
+        assert PAYLOADS["file"] in text
+    else:
+        assert f"{PAYLOADS['feature']}=1" in text
+    cells = page.locator("#dm-table-body td").all_text_contents()
+    assert f"relabel to {PAYLOADS['class']}: {PAYLOADS['note']} ({PAYLOADS['reviewer']})" in cells
+    assert PAYLOADS["class"] in cells  # the given label of the first decided example
+    _, data = download(page, "#dm-download-corrections")
+    assert read_download(data)["note"].tolist() == [PAYLOADS["note"]] * 3
+
+
+def test_two_hundred_thousand_points(open_page):
+    n = 200_000
+    points = synthetic_points(n, seed=11)
+    opened = open_page(build(points, Texts(synthetic_texts(n, seed=11))), "big.html")
+    page = opened.page
+    pts = sorted_points(points)
+    assert page.text_content("#dm-shown") == f"Showing all {n:,} examples."
+
+    # hover: the tooltip names a point drawn under the pointer
+    x, y = screen(page, 0.01, 0.9)
+    text = hover(page, x, y)
+    shown_id = int(text.split("id ")[1].split(" ")[0])
+    p = pts[pts["id"] == shown_id].iloc[0]
+    assert np.hypot(*(np.array(screen(page, p["variability"], p["confidence"])) - (x, y))) < 8
+
+    page.uncheck("#dm-region-filter input[value='1']")  # ambiguous
+    page.select_option("#dm-label-filter", ["0", "1", "2", "3", "4"])
+    keep = ((pts["region"] != "ambiguous") & (pts["gold"] < 5)).to_numpy()
+    assert page.text_content("#dm-filter-status") == \
+        f"{keep.sum():,} of {n:,} points pass the filters"
+
+    # a box in the dense easy corner: exactly the shown points inside it
+    expected = box_select(page, pts, 0.005, 0.02, 0.85, 0.95, shown=keep)
+    assert len(expected) > 1000
+    assert page.text_content("#dm-selection-status") == f"{len(expected):,} selected"
+    assert page.text_content("#dm-page-status") == f"rows 1\u2013100 of {len(expected):,}"
+    _, ids_csv = download(page, "#dm-download-ids")
+    assert ids_csv == ("id\n" + "".join(f"{i}\n" for i in np.sort(expected))).encode()
+    assert all(url.startswith(("file:", "blob:")) for url in opened.requests)
+
+
+def test_pan_zoom_and_colour_by(open_page, image_page_html, points):
+    page = open_page(image_page_html).page
+    before = page.evaluate("dataMap.view()")
+    # the wheel zooms around the pointer: the data point under it stays under it
+    x, y = np.round(screen(page, 0.1, 0.6))  # whole pixels: what a wheel event reports
+    anchor = page.evaluate(f"dataMap.toData({x}, {y})")
+    page.mouse.move(x, y)
+    frames = page.evaluate("dataMap.frames")
+    page.mouse.wheel(0, -300)
+    page.wait_for_function(f"() => dataMap.frames > {frames}")
+    zoomed = page.evaluate("dataMap.view()")
+    assert zoomed["x1"] - zoomed["x0"] < 0.8 * (before["x1"] - before["x0"])
+    assert np.allclose(page.evaluate(f"dataMap.toData({x}, {y})"), anchor, atol=1e-9)
+    # a pan drag moves the map with the pointer: right and up by the distance dragged
+    page.check("input[name='dm-tool'][value='pan']")
+    drag(page, [(x, y), (x + 100, y - 50)])
+    panned = page.evaluate("dataMap.view()")
+    width, height = zoomed["x1"] - zoomed["x0"], zoomed["y1"] - zoomed["y0"]
+    assert np.isclose(zoomed["x0"] - panned["x0"], 100 / 720 * width, rtol=0.02)
+    assert np.isclose(zoomed["y0"] - panned["y0"], 50 / 560 * height, rtol=0.02)
+    page.click("#dm-reset")
+    assert page.evaluate("dataMap.view()") == before
+
+    pts = sorted_points(points)
+    legend = page.locator("#dm-legend li").all_text_contents()
+    bins = np.round(pts["correctness"] * 10).astype(int).value_counts()
+    assert legend[0] == "correctness:" and legend[1:] == [
+        f"{b / 10:.1f} ({bins.get(b, 0):,})" for b in range(11)]
+    page.check("input[name='dm-colour'][value='flipped']")
+    flips = int(pts["flipped"].sum())
+    assert page.locator("#dm-legend li").all_text_contents() == [
+        "label flipped:", f"kept ({N - flips})", f"flipped ({flips})"]
+    page.check("input[name='dm-colour'][value='region']")
+    counts = pts["region"].value_counts()
+    assert page.locator("#dm-legend li").all_text_contents()[1:] == [
+        f"{r} ({counts[r]})" for r in ("easy-to-learn", "ambiguous", "hard-to-learn")]
+
+
+# --------------------------------------------------------------------------------------------
+# the guard's edge cases through the page's download
+
+
+def test_guarded_values_round_trip_through_the_download(open_page, points):
+    values = ["=1+1", "-", "'x", "''=", "@a"]
+    classes = [*CLASSES[:5], *values]  # classes literally named so: relabel targets
+    pts = sorted_points(points)
+    ids = pts["id"].tolist()
+    prior = pd.DataFrame({"id": ids[:5], "action": ["relabel"] * 5, "label": values,
+                          "note": values, "reviewer": values[::-1]})
+    page = open_page(build(points, decisions=prior, classes=classes), "guard.html").page
+    _, data = download(page, "#dm-download-corrections")
+    expected = io.StringIO()
+    writer = csv.writer(expected, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for i, v, r in zip(ids[:5], values, values[::-1], strict=True):
+        writer.writerow([i, "relabel", *("'" * v.startswith(("=", "-", "'", "@")) + x
+                                         for x in (v, v, r))])
+    assert data == expected.getvalue().encode()
+    back = read_download(data)
+    assert back["label"].tolist() == values and back["note"].tolist() == values
+    assert back["reviewer"].tolist() == values[::-1]
+
+
+# --------------------------------------------------------------------------------------------
+# the page the real cartography stage wrote, and its download back through prepare
+
+
+def test_stage_page_loads_offline_and_its_download_loads_back_through_prepare(
+        open_page, digits_cartography, digits_prepared, tmp_path):
+    import pyarrow.parquet as pq
+
+    from datamap.data import read_applied_corrections
+    from datamap.data.corrections import read_corrections
+    from datamap.data.prepare import prepare_from_config
+
+    from .helpers import compose_cfg
+
+    html = (digits_cartography / PAGE_NAME).read_text(encoding="utf-8")
+    opened = open_page(html, "stage.html")
+    page = opened.page
+    train = pq.read_table(digits_prepared / "train.parquet").to_pandas().sort_values("id")
+    assert page.text_content("#dm-shown") == f"Showing all {len(train):,} examples."
+    assert all(url.startswith(("file:", "blob:", "data:")) for url in opened.requests)
+    assert opened.fired() == [] and opened.violations() == []
+
+    first, second = (int(i) for i in train["id"][:2])
+    page.fill("#dm-find", str(first))
+    page.press("#dm-find", "Enter")
+    page.select_option("#dm-action", "relabel")
+    new_class = (int(train["label"].iloc[0]) + 1) % 10
+    page.select_option("#dm-relabel", str(new_class))
+    page.fill("#dm-note", "=looks like another digit")
+    page.fill("#dm-reviewer", "-ana")
+    page.click("#dm-apply")
+    page.fill("#dm-find", str(second))
+    page.press("#dm-find", "Enter")
+    page.select_option("#dm-action", "drop")
+    page.fill("#dm-note", "smudged, \"not\" a digit")
+    page.fill("#dm-reviewer", "")
+    page.click("#dm-apply")
+    name, data = download(page, "#dm-download-corrections")
+    assert name == "corrections.csv"
+    path = tmp_path / "corrections.csv"
+    path.write_bytes(data)
+
+    decisions = read_corrections(path).decisions
+    assert [(d.id, d.action, d.note, d.reviewer) for d in decisions] == [
+        (first, "relabel", "=looks like another digit", "-ana"),
+        (second, "drop", 'smudged, "not" a digit', "")]
+
+    cfg = compose_cfg(f"data.corrections={path}")
+    out = tmp_path / "prepared"
+    prepare_from_config(cfg.data, out, seed=cfg.seed)
+    applied = read_applied_corrections(out)
+    assert applied[["id", "action"]].values.tolist() == [[first, "relabel"], [second, "drop"]]
+    assert applied["note"].tolist()[0] == "=looks like another digit"
+    relabelled = pq.read_table(out / "train.parquet").to_pandas().set_index("id")
+    assert second not in relabelled.index
+    assert int(relabelled.loc[first, "label"]) == new_class

@@ -53,7 +53,12 @@ def run_cartography(
     summary. Examples decided in the prepared data's corrections leave the review queue
     (:func:`datamap.cartography.review.review_queue`)."""
     from datamap.cartography.figures import plot_data_map, plot_points_frame, plot_review_grid
-    from datamap.cartography.page import PAGE_NAME, html_options, write_data_map_html
+    from datamap.cartography.page import (
+        PAGE_NAME,
+        decisions_frame,
+        html_options,
+        write_data_map_html,
+    )
     from datamap.cartography.review import last_predictions, review_queue, with_inputs
     from datamap.scoring.noise import noise_detection
     from datamap.scoring.regions import REGIONS, regions_rule
@@ -109,9 +114,9 @@ def run_cartography(
             points.to_csv(tmp, index=False, float_format="%.6g")
 
         predictions = last_predictions(dynamics_path, epochs - 1)
+        applied = read_applied_corrections(prepared_dir)
         queue = review_queue(scores, predictions, meta["class_names"],
-                             int(cfg.get("review_top_k", 100)),
-                             read_applied_corrections(prepared_dir))
+                             int(cfg.get("review_top_k", 100)), applied)
         queue = with_inputs(queue, train)
         with atomic_path(staging / "review") as tmp:
             tmp.mkdir()
@@ -119,8 +124,11 @@ def run_cartography(
             if meta.get("input_kind") == "image" and len(queue):
                 images = dict(zip(train.ids.tolist(), train.x, strict=True))
                 plot_review_grid(queue, images, tmp / "hard_to_learn.png")
-        write_data_map_html(scores, dynamics_path, prepared_dir, staging / PAGE_NAME, meta=meta,
-                            epochs=epochs, seed=seed, max_points=max_points, title=title,
+        # every example is on the page (max_points subsamples the PNG only), with the
+        # decisions already applied, so that the page's corrections download keeps them
+        write_data_map_html(scores, dynamics_path, train, staging / PAGE_NAME, meta=meta,
+                            region_rule=summary["regions_rule"]["statement"],
+                            decisions=decisions_frame(applied), epochs=epochs, title=title,
                             **page_options)
         write_json(staging / "summary.json", summary)
     log.info("cartography: %s", summary["regions"])

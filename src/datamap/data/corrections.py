@@ -23,6 +23,16 @@ ignored, ``007`` is 7; ``7.0``, ``1e3`` or `` 7`` are refused); ``action`` is on
 words in lower case; a label is compared with the class names exactly (``1`` is not ``1.0``,
 ``cat `` not ``cat``). Anything else is refused in one line naming the file, the line and the
 fix.
+
+The spreadsheet-formula guard, one rule for every writer and reader of the file (this module,
+the Label Studio import, the interactive page's download): a ``label``, ``note`` or
+``reviewer`` cell that starts with ``=``, ``+``, ``-``, ``@``, a tab, a carriage return (what a
+spreadsheet reads as a formula) or ``'`` is written with one extra leading ``'``
+(:func:`guard_cell`); the reader removes one leading ``'`` when the character after it is one
+of those seven (:func:`unguard_cell`). Every value round-trips exactly (a class named ``-`` or
+``=x`` is written ``'-``, ``'=x`` and read back as ``-``, ``=x``; ``'x`` is written ``''x``);
+a hand-written ``'x`` (quote, then a letter) is read as ``'x``. ``id`` and ``action`` cells are
+never guarded: an id is digits with an optional ``-``, an action one of three words.
 """
 
 from __future__ import annotations
@@ -60,6 +70,12 @@ SPLITS = ("train", "val", "test")
 #: The names each action is counted under in ``meta.json`` and the cartography summary.
 COUNT_NAMES = {"relabel": "relabelled", "drop": "dropped", "keep": "kept"}
 
+#: A cell starting with one of these gets one leading ``'`` (:func:`guard_cell`): a formula to a
+#: spreadsheet (OWASP's list), or the guard's own quote, so that the rule can be undone.
+GUARDED_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+#: The columns whose cells are guarded (free text; ids and actions cannot start a formula).
+GUARDED_COLUMNS = ("label", "note", "reviewer")
+
 #: An id as a corrections file (or the review queue) writes it: base-10 ASCII digits.
 INTEGER = re.compile(r"-?[0-9]+", re.ASCII)
 _INT64 = (-(2**63), 2**63 - 1)
@@ -92,6 +108,46 @@ class Corrections:
 
     def __len__(self) -> int:
         return len(self.decisions)
+
+
+# --------------------------------------------------------------------------------------------
+# the spreadsheet guard
+
+
+def guard_cell(value: str) -> str:
+    """A ``label``, ``note`` or ``reviewer`` value as a corrections file stores it.
+
+    Parameters
+    ----------
+    value : str
+        The value (a class name, a note, a reviewer).
+
+    Returns
+    -------
+    str
+        ``value`` with one extra leading ``'`` when it starts with one of
+        :data:`GUARDED_STARTS`, else ``value`` unchanged; :func:`unguard_cell` undoes it.
+    """
+    return "'" + value if value.startswith(GUARDED_STARTS) else value
+
+
+def unguard_cell(cell: str) -> str:
+    """A ``label``, ``note`` or ``reviewer`` cell of a corrections file as its value.
+
+    Parameters
+    ----------
+    cell : str
+        The cell's text after CSV unquoting.
+
+    Returns
+    -------
+    str
+        ``cell`` without its first character when that is ``'`` followed by one of
+        :data:`GUARDED_STARTS` (the guard of :func:`guard_cell`), else ``cell`` unchanged.
+    """
+    if len(cell) >= 2 and cell[0] == "'" and cell[1] in GUARDED_STARTS:
+        return cell[1:]
+    return cell
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,7 +239,7 @@ def _decision(values: Mapping[str, str], columns: set[str], line: int,
     if action not in ACTIONS:
         raise DataError(f"{origin} line {line}: unknown action {action!r} for id {example}; "
                         f"use one of {', '.join(ACTIONS)}")
-    label = values.get("label", "")
+    label = unguard_cell(values.get("label", ""))
     if action == "relabel" and label == "":
         raise DataError(f"{origin} line {line}: relabel of id {example} has no label; give "
                         "the new class name in the label column")
@@ -191,8 +247,8 @@ def _decision(values: Mapping[str, str], columns: set[str], line: int,
         raise DataError(f"{origin} line {line}: {action} of id {example} has a label "
                         f"({label!r}); leave the label empty for drop and keep (only relabel "
                         "sets one)")
-    return Decision(example, action, label, values.get("note", ""), values.get("reviewer", ""),
-                    line)
+    return Decision(example, action, label, unguard_cell(values.get("note", "")),
+                    unguard_cell(values.get("reviewer", "")), line)
 
 
 def read_corrections(path: str | os.PathLike, key: str = "data.corrections") -> Corrections:
@@ -225,14 +281,23 @@ def read_corrections(path: str | os.PathLike, key: str = "data.corrections") -> 
 
 
 def format_corrections(decisions: Iterable[Decision], crlf: bool = False) -> str:
-    """The text of a corrections file: the full header, then one row per decision (quoted
-    where RFC 4180 needs it; line ends LF, or CRLF when ``crlf``)."""
+    """The text of a corrections file: the full header, then one row per decision (label, note
+    and reviewer through :func:`guard_cell`; quoted where RFC 4180 needs it, as Python's
+    ``csv`` module does; line ends LF, or CRLF when ``crlf``)."""
+    end = "\r\n" if crlf else "\n"
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n" if crlf else "\n")
-    writer.writerow(COLUMNS)
-    for d in decisions:
-        writer.writerow([d.id, d.action, d.label, d.note, d.reviewer])
-    return out.getvalue()
+    # rows are written with CRLF and re-ended: with an LF terminator, Python's csv module leaves
+    # a cell holding a lone CR unquoted, which every reader takes for a line end
+    writer = csv.writer(out, lineterminator="\r\n")
+    rows = [COLUMNS, *([d.id, d.action, guard_cell(d.label), guard_cell(d.note),
+                        guard_cell(d.reviewer)] for d in decisions)]
+    lines = []
+    for row in rows:
+        out.seek(0)
+        out.truncate()
+        writer.writerow(row)
+        lines.append(out.getvalue()[:-2] + end)
+    return "".join(lines)
 
 
 def write_corrections(path: str | os.PathLike, decisions: Iterable[Decision],

@@ -175,3 +175,33 @@ def regions_rule(scores: pd.DataFrame) -> dict[str, Any]:
                              codes, rule, params)
     return {"rule": rule, "params": params, "cutoffs": cutoffs,
             "statement": describe_regions(rule, params, cutoffs)}
+
+
+def describe_rule(regions: Mapping[str, Any] | None = None) -> str:
+    """The region rule in force as one human sentence (the interactive page shows it).
+
+    Parameters
+    ----------
+    regions : Mapping or None
+        ``{"rule": ..., **params}`` as in :func:`region_spec` (e.g. ``scores.attrs["regions"]``;
+        None: :data:`DEFAULT_REGIONS`). A ``statement`` string in it (a rule that describes
+        itself) is returned as it is.
+
+    Returns
+    -------
+    str
+        E.g. ``threshold rule: ambiguous if variability >= 0.2, else easy-to-learn if confidence
+        >= 0.5, else hard-to-learn``.
+    """
+    spec = dict(DEFAULT_REGIONS if regions is None else regions)
+    statement = spec.pop("statement", None)
+    if isinstance(statement, str) and statement:
+        return statement
+    rule, params = region_spec(spec)
+    if rule == "threshold":
+        return (f"threshold rule: {AMBIGUOUS} if variability >= {params['variability']:g}, "
+                f"else {EASY} if confidence >= {params['confidence']:g}, else {HARD}")
+    return (f"quantile rule: the {params['ambiguous']:.0%} of examples of highest variability "
+            f"are {AMBIGUOUS}; of the rest, the {params['hard']:.0%} (of all examples) of lowest "
+            f"confidence are {HARD}; the others are {EASY} (ties by id)")
+
