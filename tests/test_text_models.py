@@ -97,6 +97,8 @@ def test_hf_encoder_passes_pairs_as_two_sequences(tmp_path):
     assert types.shape[1] <= 12 and (types[0] == 1).any() and (types[1] == 1).any()
     assert torch.equal(encoded["id"], batch["id"]) and "text" not in encoded
     assert model(encoded).shape == (2, 3)
+    assert model.training  # built for fine-tuning: dropout on, so compare in eval mode
+    model.eval()
     assert np.array_equal(model(batch).detach().numpy(), model(encoded).detach().numpy())
 
 
