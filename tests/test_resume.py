@@ -137,7 +137,7 @@ def test_checkpoints_do_not_depend_on_where_the_repository_is(digits_prepared, u
     for name in names:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     state = torch.load(a / "last.ckpt", weights_only=False)["callbacks"]
-    saved = next(v for k, v in state.items() if k.startswith("ModelCheckpoint"))
+    saved = next(v for k, v in state.items() if k.startswith("ResumableCheckpoint"))
     assert saved["dirpath"] == "checkpoints"
     assert saved["last_model_path"] == "checkpoints/last.ckpt"
     assert all(path.startswith("checkpoints/epoch_") for path in saved["best_k_models"])
@@ -214,3 +214,30 @@ def test_recorder_state_inside_checkpoint(digits_prepared, tmp_path):
     done = DynamicsRecorder(store_logits=True)
     _fit(digits_prepared, tmp_path / "b", done, ckpt_path=last)
     assert done.table().equals(a)
+
+
+def test_last_checkpoint_follows_the_latest_epoch_not_the_best(digits_prepared, tmp_path):
+    """ModelCheckpoint alone writes last.ckpt only with a new best: a kill after the best epoch
+    would resume from the best epoch and redo the rest. last.ckpt must be the latest epoch's."""
+    # the lowest macro-F1 is the first epoch's: the "best" checkpoint never moves after it
+    cfg = compose_cfg(*OVERRIDES, "callbacks.model_checkpoint.mode=min")
+    out, ckpt = tmp_path / "train", tmp_path / "checkpoints"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, digits_prepared, out, ckpt, callbacks=[Crash(epoch=3, batch=0)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        last = torch.load(ckpt / "last.ckpt", weights_only=False)
+    assert sorted(p.name for p in ckpt.glob("epoch_*.ckpt")) == ["epoch_000.ckpt"]
+    assert last["epoch"] == 2  # epochs 0, 1, 2 completed: 3 is redone, nothing more
+    train(cfg, digits_prepared, out, ckpt, resume=True)
+    reference = tmp_path / "reference"
+    train(cfg, digits_prepared, reference / "train", reference / "checkpoints")
+    for name in FILES:
+        assert (out / name).read_bytes() == (reference / "train" / name).read_bytes(), name
+
+
+def test_last_every_n_epochs_must_be_positive():
+    from datamap.callbacks.checkpoint import ResumableCheckpoint
+
+    with pytest.raises(ConfigError, match="last_every_n_epochs"):
+        ResumableCheckpoint(last_every_n_epochs=0)
