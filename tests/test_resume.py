@@ -241,3 +241,73 @@ def test_last_every_n_epochs_must_be_positive():
 
     with pytest.raises(ConfigError, match="last_every_n_epochs"):
         ResumableCheckpoint(last_every_n_epochs=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# the real train stage, killed with SIGKILL
+
+
+def _stage(cwd, *overrides):
+    """``python -m stages.train`` as dvc.yaml runs it, in ``cwd`` (not waited for)."""
+    import subprocess
+    import sys
+
+    from .helpers import ROOT, subprocess_env
+
+    env = subprocess_env(PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore::FutureWarning")
+    return subprocess.Popen(
+        [sys.executable, "-m", "stages.train", "hydra.run.dir=.", "hydra.output_subdir=null",
+         "hydra/job_logging=stdout", "hydra/hydra_logging=none", *STAGE_OVERRIDES, *overrides],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+STAGE_OVERRIDES = ["trainer.max_epochs=6", "model.net.dropout=0.3", "model.net.hidden=[32]",
+                   "data.datamodule.batch_size=64", "data.corrections=null"]
+
+
+def _outs(cwd: Path) -> dict[str, bytes]:
+    """Every file of the train stage's outs, by path relative to ``cwd``."""
+    files = {}
+    for out in ("data/train", "data/curves"):
+        for path in sorted((cwd / out).rglob("*")):
+            if path.is_file():
+                files[str(path.relative_to(cwd))] = path.read_bytes()
+    return files
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_gives_every_out_byte_equal(digits_prepared, tmp_path):
+    import signal
+    import time
+
+    runs = {}
+    for name in ("uninterrupted", "killed"):
+        cwd = tmp_path / name
+        shutil.copytree(digits_prepared, cwd / "data" / "prepared")
+        runs[name] = cwd
+    done = _stage(runs["uninterrupted"])
+    assert done.wait(timeout=600) == 0, done.stdout.read()
+
+    killed = runs["killed"]
+    process = _stage(killed)
+    # kill -9 once epoch 2's dynamics are stored: wherever in epoch 3 (or its checkpoint) that is
+    part = killed / "data/train/checkpoints/dynamics/train/epoch_00002.arrow"
+    deadline = time.monotonic() + 600
+    while not part.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    assert not (killed / "data/train/model.ckpt").exists()
+
+    resumed = _stage(killed, "resume=true")
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output
+    assert "resuming from" in output
+    expected, got = _outs(runs["uninterrupted"]), _outs(killed)
+    # logs/ is not covered yet: Lightning's CSVLogger deletes its metrics.csv when it starts, so
+    # the resumed run's logs hold only the epochs it ran (an open item in docs/training.md)
+    expected, got = ({k: v for k, v in files.items() if not k.startswith("data/train/logs/")}
+                     for files in (expected, got))
+    assert sorted(got) == sorted(expected)
+    assert [name for name in expected if got[name] != expected[name]] == []

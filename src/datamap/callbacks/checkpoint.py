@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from datamap.errors import ConfigError
@@ -41,6 +42,20 @@ class ResumableCheckpoint(ModelCheckpoint):
                               f"number of epochs, got {last_every_n_epochs!r}; e.g. 1")
         super().__init__(dirpath=dirpath, **kwargs)
         self.last_every_n_epochs = last_every_n_epochs
+
+    def state_dict(self) -> dict[str, Any]:
+        # Every tensor its own copy: ModelCheckpoint's scores share one tensor in a run that
+        # computed them and not in one that loaded them from a checkpoint, and torch.save writes
+        # shared storage once -- equal states would otherwise give different checkpoint bytes
+        # after a resume.
+        def own(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                return value.detach().clone()
+            if isinstance(value, dict):
+                return {key: own(item) for key, item in value.items()}
+            return value
+
+        return {key: own(value) for key, value in super().state_dict().items()}
 
     def _save_latest(self, trainer: pl.Trainer) -> None:
         # _should_skip_saving_checkpoint is also true when a checkpoint (and so last.ckpt) was
