@@ -137,7 +137,7 @@ def test_checkpoints_do_not_depend_on_where_the_repository_is(digits_prepared, u
     for name in names:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     state = torch.load(a / "last.ckpt", weights_only=False)["callbacks"]
-    saved = next(v for k, v in state.items() if k.startswith("ModelCheckpoint"))
+    saved = next(v for k, v in state.items() if k.startswith("ResumableCheckpoint"))
     assert saved["dirpath"] == "checkpoints"
     assert saved["last_model_path"] == "checkpoints/last.ckpt"
     assert all(path.startswith("checkpoints/epoch_") for path in saved["best_k_models"])
@@ -214,3 +214,100 @@ def test_recorder_state_inside_checkpoint(digits_prepared, tmp_path):
     done = DynamicsRecorder(store_logits=True)
     _fit(digits_prepared, tmp_path / "b", done, ckpt_path=last)
     assert done.table().equals(a)
+
+
+def test_last_checkpoint_follows_the_latest_epoch_not_the_best(digits_prepared, tmp_path):
+    """ModelCheckpoint alone writes last.ckpt only with a new best: a kill after the best epoch
+    would resume from the best epoch and redo the rest. last.ckpt must be the latest epoch's."""
+    # the lowest macro-F1 is the first epoch's: the "best" checkpoint never moves after it
+    cfg = compose_cfg(*OVERRIDES, "callbacks.model_checkpoint.mode=min")
+    out, ckpt = tmp_path / "train", tmp_path / "checkpoints"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, digits_prepared, out, ckpt, callbacks=[Crash(epoch=3, batch=0)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        last = torch.load(ckpt / "last.ckpt", weights_only=False)
+    assert sorted(p.name for p in ckpt.glob("epoch_*.ckpt")) == ["epoch_000.ckpt"]
+    assert last["epoch"] == 2  # epochs 0, 1, 2 completed: 3 is redone, nothing more
+    train(cfg, digits_prepared, out, ckpt, resume=True)
+    reference = tmp_path / "reference"
+    train(cfg, digits_prepared, reference / "train", reference / "checkpoints")
+    for name in FILES:
+        assert (out / name).read_bytes() == (reference / "train" / name).read_bytes(), name
+
+
+def test_last_every_n_epochs_must_be_positive():
+    from datamap.callbacks.checkpoint import ResumableCheckpoint
+
+    with pytest.raises(ConfigError, match="last_every_n_epochs"):
+        ResumableCheckpoint(last_every_n_epochs=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# the real train stage, killed with SIGKILL
+
+
+def _stage(cwd, *overrides):
+    """``python -m stages.train`` as dvc.yaml runs it, in ``cwd`` (not waited for)."""
+    import subprocess
+    import sys
+
+    from .helpers import ROOT, subprocess_env
+
+    env = subprocess_env(PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore::FutureWarning")
+    return subprocess.Popen(
+        [sys.executable, "-m", "stages.train", "hydra.run.dir=.", "hydra.output_subdir=null",
+         "hydra/job_logging=stdout", "hydra/hydra_logging=none", *STAGE_OVERRIDES, *overrides],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+STAGE_OVERRIDES = ["trainer.max_epochs=6", "model.net.dropout=0.3", "model.net.hidden=[32]",
+                   "data.datamodule.batch_size=64", "data.corrections=null"]
+
+
+def _outs(cwd: Path) -> dict[str, bytes]:
+    """Every file of the train stage's outs, by path relative to ``cwd``."""
+    files = {}
+    for out in ("data/train", "data/curves"):
+        for path in sorted((cwd / out).rglob("*")):
+            if path.is_file():
+                files[str(path.relative_to(cwd))] = path.read_bytes()
+    return files
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_gives_every_out_byte_equal(digits_prepared, tmp_path):
+    import signal
+    import time
+
+    runs = {}
+    for name in ("uninterrupted", "killed"):
+        cwd = tmp_path / name
+        shutil.copytree(digits_prepared, cwd / "data" / "prepared")
+        runs[name] = cwd
+    done = _stage(runs["uninterrupted"])
+    assert done.wait(timeout=600) == 0, done.stdout.read()
+
+    killed = runs["killed"]
+    process = _stage(killed)
+    # kill -9 once epoch 2's dynamics are stored: wherever in epoch 3 (or its checkpoint) that is
+    part = killed / "data/train/checkpoints/dynamics/train/epoch_00002.arrow"
+    deadline = time.monotonic() + 600
+    while not part.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    assert not (killed / "data/train/model.ckpt").exists()
+
+    resumed = _stage(killed, "resume=true")
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output
+    assert "resuming from" in output
+    expected, got = _outs(runs["uninterrupted"]), _outs(killed)
+    # logs/ is not covered yet: Lightning's CSVLogger deletes its metrics.csv when it starts, so
+    # the resumed run's logs hold only the epochs it ran (an open item in docs/training.md)
+    expected, got = ({k: v for k, v in files.items() if not k.startswith("data/train/logs/")}
+                     for files in (expected, got))
+    assert sorted(got) == sorted(expected)
+    assert [name for name in expected if got[name] != expected[name]] == []

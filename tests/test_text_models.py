@@ -97,6 +97,8 @@ def test_hf_encoder_passes_pairs_as_two_sequences(tmp_path):
     assert types.shape[1] <= 12 and (types[0] == 1).any() and (types[1] == 1).any()
     assert torch.equal(encoded["id"], batch["id"]) and "text" not in encoded
     assert model(encoded).shape == (2, 3)
+    assert model.training  # built for fine-tuning: dropout on, so compare in eval mode
+    model.eval()
     assert np.array_equal(model(batch).detach().numpy(), model(encoded).detach().numpy())
 
 
@@ -106,3 +108,99 @@ def test_bad_ngram_ranges_are_config_errors(word_ngrams):
 
     with pytest.raises(ConfigError, match="model.net.word_ngrams"):
         NgramHasher(word_ngrams=word_ngrams)
+
+
+# ------------------------------------------------------------------------------------------------
+# train mode: every backbone trains with dropout on and records eval_pass dynamics with it off
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, rows):
+        self.rows = rows
+        self.ids = np.array([row["id"] for row in rows], dtype=np.int64)  # the recorder checks
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return self.rows[index]
+
+
+def _backbone(name, tmp_path):
+    """(net partial, optimizer partial, input_shape, rows) for one backbone on 24 examples."""
+    from functools import partial
+
+    from datamap.models import MLP, SmallCNN
+
+    from .helpers import sentiment_frame
+
+    generator = torch.Generator().manual_seed(0)
+    if name in ("mlp", "cnn"):
+        net = partial(MLP, hidden=[16], dropout=0.5) if name == "mlp" else partial(
+            SmallCNN, channels=[4, 8], dropout=0.5)
+        x = torch.rand(24, 1, 8, 8, generator=generator)
+        rows = [{"id": i, "label": i % 2, "x": x[i]} for i in range(24)]
+        return net, partial(torch.optim.AdamW, lr=1e-3), (1, 8, 8), rows
+    frame = sentiment_frame(24)
+    rows = [{"id": i, "label": int(label == "positive"), "text": text}
+            for i, (text, label) in enumerate(zip(frame.sentence, frame.label, strict=True))]
+    if name == "text_bow":
+        net = partial(TextBagOfNgrams, hidden=8, dropout=0.5, sparse=False)
+    else:
+        from datamap.models.hf import HFTransformer
+
+        net = partial(HFTransformer, pretrained=str(write_tiny_transformer(tmp_path / "bert")),
+                      max_length=16)
+    return net, partial(torch.optim.AdamW, lr=1e-3), (1,), rows
+
+
+class _ModeProbe:
+    """Wraps a classifier's ``training_step`` and ``predict_step``: the train/eval flag of every
+    module with dropout or batch norm at each call."""
+
+    STOCHASTIC = (torch.nn.Dropout, torch.nn.modules.batchnorm._BatchNorm)
+
+    def __init__(self, model):
+        self.train_modes, self.predict_modes = [], []
+        original_train, original_predict = model.training_step, model.predict_step
+
+        def flags():
+            found = [m.training for m in model.modules() if isinstance(m, self.STOCHASTIC)]
+            assert found, "the backbone has no dropout or batch norm to check"
+            return found
+
+        def training_step(*args, **kwargs):
+            self.train_modes.append(flags())
+            return original_train(*args, **kwargs)
+
+        def predict_step(*args, **kwargs):
+            self.predict_modes.append(flags())
+            return original_predict(*args, **kwargs)
+
+        model.training_step, model.predict_step = training_step, predict_step
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "text_bow", "hf"])
+def test_every_backbone_trains_in_train_mode_and_records_in_eval_mode(name, tmp_path):
+    import pytorch_lightning as pl
+
+    from datamap.data.datamodule import BatchCollator
+    from datamap.dynamics import DynamicsRecorder, read_dynamics
+    from datamap.models import Classifier
+
+    net, optimizer, shape, rows = _backbone(name, tmp_path)
+    pl.seed_everything(0, verbose=False)
+    model = Classifier(net=net, optimizer=optimizer, input_shape=shape, num_classes=2)
+    probe = _ModeProbe(model)
+    collate = BatchCollator(model.batch_encoder())
+    loader = torch.utils.data.DataLoader(_ListDataset(rows), batch_size=8, collate_fn=(
+        lambda items: collate(torch.utils.data.default_collate(items))))
+    recorder = DynamicsRecorder(tmp_path / "out", mode="eval_pass", splits=("train",))
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=2, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[recorder])
+    trainer.fit(model, train_dataloaders=loader)
+    assert len(probe.train_modes) == 2 * 3 and all(all(m) for m in probe.train_modes)
+    assert len(probe.predict_modes) == 2 * 3 and not any(any(m) for m in probe.predict_modes)
+    assert all(m.training for m in model.modules())  # back in train mode after the eval passes
+    assert read_dynamics(tmp_path / "out" / "dynamics.parquet").num_rows == 2 * 24

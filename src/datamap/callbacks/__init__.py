@@ -16,6 +16,7 @@ _EXPORTS = {
     "EpochLines": "datamap.callbacks.progress",
     "ImagePredictions": "datamap.callbacks.image_predictions",
     "PredictionSamples": "datamap.callbacks.prediction_samples",
+    "ResumableCheckpoint": "datamap.callbacks.checkpoint",
     "TrainingCurves": "datamap.callbacks.curves",
     "ValidationMedia": "datamap.callbacks.media",
     "progress_bar": "datamap.callbacks.progress",

@@ -66,7 +66,11 @@ class TrainingCurves(pl.Callback):
             write_text(self.path, "\n".join(lines) + "\n")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rows": [dict(r) for r in self.rows]}
+        # Keys are the module's COLUMNS strings, in their order: pickle writes a string object
+        # once and refers to it after, so rows whose keys are other (equal) string objects --
+        # as rows loaded from a checkpoint are -- would give other checkpoint bytes on resume.
+        return {"rows": [{column: r[column] for column in COLUMNS if column in r}
+                         for r in self.rows]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = [dict(r) for r in state_dict.get("rows", [])]

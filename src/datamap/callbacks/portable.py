@@ -11,6 +11,7 @@ a checkpoint directory restored from DVC's cache in another clone then resumes t
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -43,13 +44,37 @@ def _model_checkpoint_states(trainer: pl.Trainer, checkpoint: dict[str, Any]) ->
             if callback.state_key in states]
 
 
+def intern_strings(value: Any) -> Any:
+    """``value`` with every string of its dicts (keys and values) and lists replaced, in place,
+    by its interned copy; other objects are returned as they are.
+
+    Pickle writes an object once and refers back to it after, so two equal checkpoints pickle
+    to different bytes when one reuses a string object (an optimizer's ``"step"`` key, created
+    once by the run that computed it) and the other holds equal copies (the same key unpickled
+    from the checkpoint a resumed run loaded). Interned, every equal string is one object in
+    both runs, and a resumed run's checkpoints are byte-equal to an uninterrupted run's.
+    """
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, dict):  # in place: keeps the dict's type, order and attributes
+        items = [(intern_strings(key), intern_strings(item)) for key, item in value.items()]
+        value.clear()
+        value.update(items)
+    elif isinstance(value, list):
+        value[:] = [intern_strings(item) for item in value]
+    return value
+
+
 class PortableCheckpointPaths(pl.Callback):
-    """Stores ``ModelCheckpoint``'s paths relative to the working directory (see the module)."""
+    """Stores ``ModelCheckpoint``'s paths relative to the working directory (see the module),
+    and interns the checkpoint's strings (:func:`intern_strings`): the same bytes after a
+    resume."""
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         for key in _model_checkpoint_states(trainer, checkpoint):
             checkpoint["callbacks"][key] = _convert(checkpoint["callbacks"][key], portable_path)
+        intern_strings(checkpoint)
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:

@@ -107,6 +107,10 @@ class HFTransformer(nn.Module):
                 f"model.net.pretrained={name!r}: cannot load a model and tokenizer there "
                 f"({reason}); give a directory written by save_pretrained or a hub name"
             ) from exc
+        # from_pretrained returns the model in eval mode (dropout off); Lightning keeps each
+        # module's mode as it finds it at the start of fit, so fine-tuning would run without
+        # dropout. A freshly built nn.Module is in train mode: make this one so too.
+        self.model.train()
 
     def batch_encoder(self) -> TokenizerEncoder:
         return TokenizerEncoder(self.tokenizer, self.max_length, self.pair)
