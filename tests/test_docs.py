@@ -18,7 +18,7 @@ MAX_LINES = 250
 
 #: Pages written on other branches that the README links to already. A page here is checked like
 #: any other as soon as it exists; remove it from this set once it is merged.
-PENDING_PAGES = {"docs/own-data.md", "docs/training.md", "docs/data-map-page.md"}
+PENDING_PAGES: set[str] = set()
 
 # [text](target) and ![alt](target); an optional "title" after the target is dropped
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
