@@ -61,7 +61,7 @@ def run_cartography(
     )
     from datamap.cartography.review import last_predictions, review_queue, with_inputs
     from datamap.scoring.noise import noise_detection
-    from datamap.scoring.regions import REGIONS, regions_rule
+    from datamap.scoring.regions import REGIONS, describe_rule, regions_rule
     from datamap.scoring.scores import compute_scores, scores_table
 
     out_dir = Path(out_dir)
@@ -127,7 +127,7 @@ def run_cartography(
         # every example is on the page (max_points subsamples the PNG only), with the
         # decisions already applied, so that the page's corrections download keeps them
         write_data_map_html(scores, dynamics_path, train, staging / PAGE_NAME, meta=meta,
-                            region_rule=summary["regions_rule"]["statement"],
+                            region_rule=describe_rule(scores.attrs.get("regions")),
                             decisions=decisions_frame(applied), epochs=epochs, title=title,
                             **page_options)
         write_json(staging / "summary.json", summary)
