@@ -23,7 +23,7 @@ per-stage time and memory, the whole run against the 30-minute target, the label
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_scale.py [--examples 550000] [--epochs 5]
-        [--workdir /tmp/datamap-bench-scale]
+        [--workdir DIR]  (default: a new private temporary directory)
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -137,11 +137,17 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=550_000)
     parser.add_argument("--test", type=int, default=10_000)
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/datamap-bench-scale"))
+    # never a fixed name under the shared /tmp: another account could create it first and plant
+    # files in the repository copy that the stages then import
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="an empty directory of yours (default: a new private temp dir)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    shutil.rmtree(args.workdir, ignore_errors=True)
+    if args.workdir is None:
+        args.workdir = Path(tempfile.mkdtemp(prefix="datamap-bench-scale-"))  # mode 0700
+    elif args.workdir.exists() and any(args.workdir.iterdir()):
+        sys.exit(f"--workdir {args.workdir} is not empty; give an empty or new directory")
     inputs = args.workdir / "inputs"
     inputs.mkdir(parents=True)
     start = time.perf_counter()
