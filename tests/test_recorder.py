@@ -543,3 +543,8 @@ def test_train_stage_refuses_in_one_line(digits_prepared, tmp_path, overrides, f
     assert not (tmp_path / "data" / "train" / "model.ckpt").exists()
     np.testing.assert_equal(pq.read_table(tmp_path / "data" / "prepared" / "train.parquet")
                             .num_rows, len(split_ids(digits_prepared, "train")))
+
+
+def test_records_per_epoch_in_train_pass_refused_naming_eval_pass(tmp_path):
+    with pytest.raises(ConfigError, match=r"records_per_epoch=3 needs dynamics=eval_pass"):
+        DynamicsRecorder(tmp_path, mode="train_pass", records_per_epoch=3)

@@ -130,8 +130,10 @@ class DynamicsRecorder(pl.Callback):
             raise ConfigError(f"dynamics.records_per_epoch must be >= 1, got {records_per_epoch}")
         if mode == "train_pass" and int(records_per_epoch) != 1:
             raise ConfigError(
-                "dynamics.records_per_epoch must be 1 in train_pass mode (each example passes "
-                "through training once per epoch); use mode=eval_pass for more records"
+                f"dynamics.records_per_epoch={records_per_epoch} needs dynamics=eval_pass: in "
+                "train_pass mode each example passes through training once per epoch, so it has "
+                "one training-pass value per epoch; dynamics=eval_pass records every example "
+                "records_per_epoch times (eval-mode passes over the training set)"
             )
         if logits_dtype not in LOGITS_DTYPES:
             raise ConfigError(f"dynamics.logits_dtype must be float32 or float16, got "
