@@ -150,8 +150,8 @@ REFUSALS = [
     ("corrections-unknown-label", "id,action,label\n3,relabel,<b>positive</b>\n", (),
      ("line 2: relabel of id 3 to '<b>positive</b>', which is not a class name",
       "'negative', 'positive'")),
-    ("corrections-label-with-space", "id,action,label\n3,relabel,positive \n", (),
-     ("to 'positive ', which is not a class name",)),
+    ("corrections-label-with-control-character", "id,action,label\n3,relabel,posi\tive\n",
+     (), ("relabel of id 3 to 'posi\\tive': the label holds a control character",)),
     ("corrections-ambiguous-id", "id,action,label\n0,drop,\n", ("data.source.test=sst.csv",),
      ("line 2: id 0 is in the", "test splits", "id_column with ids unique across the files")),
     ("corrections-drop-everything",
@@ -621,3 +621,21 @@ def test_the_queue_is_read_as_strings(tmp_path):
     queue = read_queue(tmp_path / "q.csv")
     assert queue["given_label"].tolist() == ["01"] and queue["model_label"].tolist() == ["1.0"]
     assert queue["id"].tolist() == [7]
+
+
+def test_a_relabel_label_is_read_by_the_canonical_label_rule():
+    # "1.0" in a corrections file is the class 1, " positive " the class positive: the rule
+    # every data file's labels follow (datamap.data.labels)
+    from datamap.data.corrections import apply_corrections
+    from datamap.data.sources import RawData
+
+    def split(ids):
+        return RawData(labels=np.zeros(len(ids), dtype=np.int64), ids=np.asarray(ids),
+                       class_names=["0", "1"], x=np.zeros((len(ids), 1), dtype=np.float32))
+
+    splits = {"train": split([0, 1, 2]), "val": split([3]), "test": split([4])}
+    decisions = (Decision(1, "relabel", "1.0"), Decision(3, "relabel", " 1 "))
+    applied = apply_corrections(Corrections(decisions, "c.csv"), splits, ["0", "1"])
+    assert applied.splits["train"].labels.tolist() == [0, 1, 0]
+    assert applied.splits["val"].labels.tolist() == [1]
+    assert applied.table.column("label_after").to_pylist() == ["1", "1"]

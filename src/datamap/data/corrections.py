@@ -4,8 +4,8 @@ The corrections file (``data.corrections``, null switches it off) is a git-track
 4180) with the header ``id,action,label,note,reviewer``: ``id`` and ``action`` are required
 columns, ``label``, ``note`` and ``reviewer`` optional ones, in any order. One row per example:
 
-* ``relabel``: the example gets the class ``label`` (a class name of ``meta.json``, compared as
-  a string exactly);
+* ``relabel``: the example gets the class ``label`` (a class name of ``meta.json``, read by the
+  canonical-label rule of :mod:`datamap.data.labels`);
 * ``drop``: the example leaves the data;
 * ``keep``: the example was reviewed and its label is right (``label`` empty, as for drop).
 
@@ -20,9 +20,10 @@ How a file is read, so that no value is read two ways: the text is UTF-8 (a lead
 mark is dropped); cells are taken exactly as written (no trimming); a line with no cell at all
 is skipped; ``id`` is a base-10 integer (ASCII digits, an optional ``-``; leading zeros are
 ignored, ``007`` is 7; ``7.0``, ``1e3`` or `` 7`` are refused); ``action`` is one of the three
-words in lower case; a label is compared with the class names exactly (``1`` is not ``1.0``,
-``cat `` not ``cat``). Anything else is refused in one line naming the file, the line and the
-fix.
+words in lower case; a label is read by the rule of every data file's labels
+(:mod:`datamap.data.labels`, ``docs/own-data.md``: ``1.0`` is the class ``1``, `` cat`` is
+``cat``) and must then be one of the class names. Anything else is refused in one line
+naming the file, the line and the fix.
 
 The spreadsheet-formula guard, one rule for every writer and reader of the file (this module,
 the Label Studio import, the interactive page's download): a ``label``, ``note`` or
@@ -49,6 +50,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from datamap.data.labels import canonical_label
 from datamap.errors import DataError
 from datamap.io import read_parquet, write_text
 
@@ -362,7 +364,8 @@ def apply_corrections(corrections: Corrections | None, splits: Mapping[str, Any]
         (:class:`datamap.data.sources.RawData`: ``ids``, ``labels`` indexing ``class_names``,
         ``take``), the train split after label noise.
     class_names : sequence of str
-        The classes; a relabel's label must be one of them, compared as a string exactly.
+        The classes; a relabel's label must be one of them, read by
+        :func:`datamap.data.labels.canonical_label`.
     clean_labels : numpy.ndarray, optional
         The train split's labels before noise, aligned with its examples.
 
@@ -399,7 +402,10 @@ def apply_corrections(corrections: Corrections | None, splits: Mapping[str, Any]
                             "(their files number their rows separately); give data.source an "
                             "id_column with ids unique across the files")
         split = found[0]
-        if d.action == "relabel" and d.label not in index:
+        # the label is a class name by the rule every data file's labels follow
+        # (datamap.data.labels): "1.0" is the class 1, " cat" the class cat
+        label = _class_name(d.label, where, d.id) if d.action == "relabel" else d.label
+        if d.action == "relabel" and label not in index:
             shown = ", ".join(map(repr, names[:10])) + (", ..." if len(names) > 10 else "")
             raise DataError(f"{where}: relabel of id {d.id} to {d.label!r}, which is not a "
                             f"class name ({shown}); use one of the class names of meta.json")
@@ -407,8 +413,8 @@ def apply_corrections(corrections: Corrections | None, splits: Mapping[str, Any]
         before = names[int(new_labels[split][position])]
         after: str | None = before
         if d.action == "relabel":
-            new_labels[split][position] = index[d.label]
-            after = d.label
+            new_labels[split][position] = index[label]
+            after = label
         elif d.action == "drop":
             dropped[split].append(position)
             after = None
@@ -480,3 +486,12 @@ def summary_counts(meta: Mapping[str, Any]) -> dict[str, dict[str, int]]:
         out[split] = {"reviewed": int(sum(counts.get(a, 0) for a in ACTIONS)),
                       **{COUNT_NAMES[a]: int(counts.get(a, 0)) for a in ACTIONS}}
     return out
+
+
+def _class_name(label: str, where: str, example: int) -> str:
+    """A relabel's label as a class name (:func:`datamap.data.labels.canonical_label`)."""
+    try:
+        return canonical_label(label)
+    except ValueError as exc:
+        raise DataError(f"{where}: relabel of id {example} to {label!r}: the label {exc}; "
+                        "use one of the class names of meta.json") from None

@@ -18,6 +18,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from datamap.data.labels import (
+    canonical_labels,
+    check_one_kind,
+    config_labels,
+    is_number_name,
+)
+from datamap.data.options import as_list
 from datamap.errors import ConfigError, DataError
 
 
@@ -150,34 +157,35 @@ def check_unique_ids(ids: np.ndarray, where: str, column: str) -> None:
 # labels
 
 
-def label_strings(values: Iterable) -> np.ndarray:
-    """Label values as class-name strings; integral numbers lose any ``.0`` (1.0 -> "1"), so the
-    same label read from a CSV and from Parquet gives the same class. Missing values -> ""."""
-    out = []
-    for value in values:
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            out.append("")
-        elif isinstance(value, (float, np.floating)) and float(value).is_integer():
-            out.append(str(int(value)))
-        else:
-            out.append(str(value).strip())
-    return np.asarray(out, dtype=object)
+def label_strings(values: Iterable, describe=None) -> np.ndarray:
+    """Label values as class names by the one rule of :mod:`datamap.data.labels` (``1``,
+    ``1.0`` and ``"1.0"`` are the class ``1``; missing values are ``""``), so the same label
+    read from any format gives the same class. ``describe`` names a row position for the
+    message of a refused value (default: the position)."""
+    return canonical_labels(values, describe or (lambda position: f"row {position}"))
 
 
 def _sort_key(name: str) -> tuple:
     # integer-like class names sort numerically (2 before 10), the rest as text
-    try:
+    if is_number_name(name):
         return (0, int(name), "")
-    except ValueError:
-        return (1, 0, name)
+    return (1, 0, name)
 
 
-def class_names_of(values: np.ndarray, classes: Sequence | None = None) -> list[str]:
-    """The class list: ``classes`` as given (as strings), else the sorted distinct values."""
+def class_names_of(values: np.ndarray, classes: Sequence | None = None,
+                   key: str = "data.source.classes") -> list[str]:
+    """The class list: ``classes`` as given (each by :func:`~datamap.data.labels.canonical_label`,
+    a bare value being a list of one), else the sorted distinct values."""
     if classes is not None:
-        names = [str(c) for c in classes]
+        names = config_labels(as_list(classes, key), key)
+        if "" in names:
+            raise ConfigError(f"{key} lists an empty class name: {names}")
         if len(set(names)) != len(names):
-            raise ConfigError(f"data.source.classes lists a class twice: {names}")
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ConfigError(f"{key} lists a class twice: {names} ({', '.join(twice)} once "
+                              "the rule of docs/own-data.md reads 1 and 1.0 as the class 1)")
+        check_one_kind(names, key, f"write every class of {key} as text or every one as an "
+                       "integer")
         return names
     return sorted({str(v) for v in values}, key=_sort_key)
 

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from datamap.data.labels import NUMBER, canonical_ids, check_one_kind, config_labels
+from datamap.data.options import as_list, column_name, column_names
 from datamap.data.sources import (
     RawData,
     SourceData,
@@ -113,24 +115,33 @@ class TableSource:
         classes: Sequence[Any] | None = None,
         drop_labels: Sequence[Any] = (),
     ) -> None:
-        if isinstance(text_columns, str):
-            text_columns = [text_columns]
-        self.text_columns = list(text_columns) if text_columns is not None else None
+        # every list option: a bare value is a list of one (drop_labels=xx is [xx]); see
+        # datamap.data.options and docs/own-data.md
+        self.text_columns = column_names(text_columns, "data.source.text_columns")
         if self.text_columns is not None and len(self.text_columns) not in (1, 2):
             raise ConfigError(
                 f"data.source.text_columns must name one text column, or two for sentence "
                 f"pairs, got {self.text_columns}"
             )
-        if self.text_columns is not None and feature_columns is not None:
+        self.feature_columns = column_names(feature_columns, "data.source.feature_columns")
+        if self.text_columns is not None and self.feature_columns is not None:
             raise ConfigError("set data.source.text_columns or data.source.feature_columns, "
                               "not both: text and numeric inputs are different models")
-        self.feature_columns = list(feature_columns) if feature_columns is not None else None
+        if self.feature_columns is not None and not self.feature_columns:
+            raise ConfigError("data.source.feature_columns is an empty list; name the feature "
+                              "columns, or set it to null for every column but label and id")
         self.files = {"train": train, "val": val, "test": test}
         self.controls = named_paths(control, "control")
-        self.label_column = str(label_column)
-        self.id_column = id_column
-        self.classes = classes
-        self.drop_labels = set(label_strings(drop_labels or []).tolist())
+        self.label_column = column_name(label_column, "data.source.label_column")
+        if self.label_column is None:
+            raise ConfigError("data.source.label_column is not set; name the column of class "
+                              "labels, e.g. data.source.label_column=label")
+        self.id_column = column_name(id_column, "data.source.id_column")
+        check_roles(self.label_column, self.id_column, self.text_columns, self.feature_columns)
+        self.classes = (class_names_of([], classes) if as_list(classes, "data.source.classes")
+                        is not None else None)
+        self.drop_labels = set(config_labels(as_list(drop_labels, "data.source.drop_labels")
+                                             or [], "data.source.drop_labels"))
 
     def load(self) -> SourceData:
         splits: dict[str, RawData] = {}
@@ -178,7 +189,9 @@ class TableSource:
 
         # ids first, from the whole file: dropping rows must not renumber the others
         ids = self._ids(frame, path)
-        labels = label_strings(frame[self.label_column].tolist())
+        labels = label_strings(
+            frame[self.label_column].tolist(),
+            lambda i: f"{where}: label column {self.label_column!r} at {row_name(path, i)}")
         keep = ~np.isin(labels, list(self.drop_labels)) if self.drop_labels else np.ones(
             len(frame), dtype=bool)
         n_dropped = int((~keep).sum())
@@ -196,6 +209,8 @@ class TableSource:
         frame = frame.iloc[positions]
         labels = labels[positions]
         ids = ids[positions]
+        check_one_kind(labels.tolist(), f"{where}: label column {self.label_column!r}",
+                       "fix the stray labels, or list them in data.source.drop_labels")
 
         own = class_names_of(labels, self.classes)
         raw = RawData(labels=encode_labels(labels, own, where), ids=ids, class_names=own,
@@ -208,16 +223,11 @@ class TableSource:
         if self.id_column is None:
             return np.arange(len(frame), dtype=np.int64)
         column = frame[self.id_column]
-        values = pd.to_numeric(column, errors="coerce")
-        bad = values.isna().to_numpy() | (values.to_numpy(dtype=float) % 1 != 0)
-        if bad.any():
-            first = int(np.argmax(bad))
-            raise DataError(
-                f"{path}: id column {self.id_column!r} must hold integers, got "
-                f"{column.iloc[first]!r} at {row_name(path, first)}; fix it, or leave "
-                "data.source.id_column unset to number rows in file order"
-            )
-        ids = values.to_numpy(dtype=np.int64)
+        ids = canonical_ids(
+            column.to_numpy(),
+            lambda i: f"{path}: id column {self.id_column!r} must hold integers, got "
+                      f"{column.iloc[i]!r} at {row_name(path, i)}",
+            "fix it, or leave data.source.id_column unset to number rows in file order")
         check_unique_ids(ids, str(path), f"column {self.id_column!r}")
         return ids
 
@@ -249,15 +259,16 @@ class TableSource:
 
     def _numbers(self, column: pd.Series, path: Path, name: str,
                  positions: np.ndarray) -> np.ndarray:
-        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+        values = feature_values(column)
         bad = ~np.isfinite(values)
         if bad.any():
             first = int(np.argmax(bad))
             hint = ("; for a text column set data.source.text_columns instead"
-                    if not pd.api.types.is_numeric_dtype(column) else "")
+                    if not pd.api.types.is_numeric_dtype(column)
+                    or pd.api.types.is_bool_dtype(column) else "")
             raise DataError(
-                f"{path}: feature column {name!r} has {int(bad.sum())} non-numeric, missing or "
-                f"infinite value(s) (first {column.iloc[first]!r} at "
+                f"{path}: feature column {name!r} has {int(bad.sum())} non-numeric, missing, "
+                f"boolean or infinite value(s) (first {column.iloc[first]!r} at "
                 f"{row_name(path, int(positions[first]))}); features must be finite numbers: "
                 f"fix the values or leave the column out of data.source.feature_columns{hint}"
             )
@@ -266,8 +277,16 @@ class TableSource:
     def _texts(self, column: pd.Series, path: Path, name: str,
                positions: np.ndarray) -> np.ndarray:
         values = column.tolist()
-        texts = np.asarray(["" if v is None or (isinstance(v, float) and np.isnan(v)) else
-                            str(v) for v in values], dtype=object)
+        # a text cell is text: CSV/TSV cells always are; a JSON/Parquet number, list or null in
+        # a text column has no single spelling (1e-05 or 0.00001?), so it is refused
+        odd = [i for i, v in enumerate(values) if not isinstance(v, str)]
+        if odd:
+            raise DataError(
+                f"{path}: text column {name!r} holds {len(odd)} value(s) that are not text "
+                f"(first {values[odd[0]]!r} at {row_name(path, int(positions[odd[0]]))}); store "
+                "the column as strings (quote them in JSON lines), or remove those rows"
+            )
+        texts = np.asarray(values, dtype=object)
         empty = np.flatnonzero([not t.strip() for t in texts.tolist()])
         if len(empty):
             raise DataError(
@@ -275,3 +294,64 @@ class TableSource:
                 f"{row_name(path, int(positions[empty[0]]))}); fill them in or remove those rows"
             )
         return texts
+
+
+def feature_values(column: pd.Series) -> np.ndarray:
+    """A feature column as float64, NaN where a value is no number.
+
+    The one rule for every format: a number (int or float, never a boolean) is its value, and
+    a string is a number only when it is in decimal notation (``[+-]digits[.digits]``, optional
+    exponent, surrounding spaces ignored); ``1,5``, ``0x10``, ``true``, an empty cell and a
+    missing value are not numbers (the caller refuses them, as it does infinities).
+    """
+    if pd.api.types.is_bool_dtype(column):
+        return np.full(len(column), np.nan)
+    if pd.api.types.is_numeric_dtype(column):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    out = np.full(len(column), np.nan)
+    for i, value in enumerate(column.tolist()):
+        if isinstance(value, (bool, np.bool_)) or value is None:
+            continue
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            out[i] = float(value)
+        elif isinstance(value, str) and NUMBER.fullmatch(value.strip()):
+            out[i] = float(value.strip())
+    return out
+
+
+def check_roles(label_column: str, id_column: str | None, text_columns: list[str] | None,
+                feature_columns: list[str] | None) -> None:
+    """Refuse a column given two roles: an input (text or feature) that is also the label or
+    the id -- the model would learn its own answer -- or an id that is also the label.
+
+    Parameters
+    ----------
+    label_column : str
+        ``data.source.label_column``.
+    id_column : str or None
+        ``data.source.id_column``.
+    text_columns, feature_columns : list of str or None
+        ``data.source.text_columns`` and ``data.source.feature_columns``.
+
+    Raises
+    ------
+    ConfigError
+        Naming both options and the column.
+    """
+    roles = {"data.source.label_column": [label_column]}
+    if id_column is not None:
+        roles["data.source.id_column"] = [id_column]
+    for key, columns in (("data.source.text_columns", text_columns),
+                         ("data.source.feature_columns", feature_columns)):
+        if columns:
+            roles[key] = columns
+    keys = list(roles)
+    for i, first in enumerate(keys):
+        for second in keys[i + 1:]:
+            shared = [c for c in roles[first] if c in roles[second]]
+            if shared:
+                raise ConfigError(
+                    f"column {shared[0]!r} is both {first} and {second}; a column has one role "
+                    "(an input cannot be the label or the id): name another column for one "
+                    "of them"
+                )

@@ -1,0 +1,125 @@
+"""One reading of list-typed and column-name options, however they were typed.
+
+On the command line ``data.source.drop_labels=xx`` gives the string ``xx`` where a list is
+meant, and a string is itself a sequence (of characters). The rule, for every list option
+(``text_columns``, ``feature_columns``, ``classes``, ``drop_labels``, ``selection.retrain_seeds``,
+``selection.sweep.regions`` / ``fractions``, ...):
+
+* a list (YAML, ``[a,b]`` on the command line, a Python list or tuple) is that list;
+* ``null`` is "not set" (the option's default);
+* a single scalar -- a string, a number, a boolean -- is the list of that one value:
+  ``drop_labels=xx`` is ``drop_labels=[xx]``;
+* a mapping is refused.
+
+A column name is a string, matched exactly (case and spaces count); an integer is its decimal
+form (YAML reads ``feature_columns: [0, 1]`` as integers, a CSV header gives the strings).
+Anything else, an empty name or a name listed twice is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from datamap.errors import ConfigError
+
+
+def _plain(value: Any) -> Any:
+    # OmegaConf containers (what hydra.utils.instantiate passes) as Python lists and dicts
+    try:
+        from omegaconf import OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        return value
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def as_list(value: Any, key: str) -> list | None:
+    """A list option's value as a list (see the module docstring); None when unset.
+
+    Parameters
+    ----------
+    value : Any
+        The option as configured: a list, a scalar, or None.
+    key : str
+        The config key, for messages (``data.source.drop_labels``).
+
+    Returns
+    -------
+    list or None
+
+    Raises
+    ------
+    ConfigError
+        For a mapping.
+    """
+    value = _plain(value)
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        raise ConfigError(f"{key} must be a list (e.g. {key.rsplit('.', 1)[-1]}=[a,b]), got the "
+                          f"mapping {value!r}")
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        return [value]
+    return list(value)
+
+
+def column_name(value: Any, key: str) -> str | None:
+    """One column name (see the module docstring); None when unset.
+
+    Parameters
+    ----------
+    value : Any
+        The option as configured.
+    key : str
+        The config key, for messages.
+
+    Returns
+    -------
+    str or None
+
+    Raises
+    ------
+    ConfigError
+        For a value that cannot name a column.
+    """
+    value = _plain(value)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must name one column, got {value!r}")
+    if not value.strip():
+        raise ConfigError(f"{key} must name a column, got the empty name {value!r}")
+    return value
+
+
+def column_names(value: Any, key: str) -> list[str] | None:
+    """A list of column names (a single name is a list of one); None when unset.
+
+    Parameters
+    ----------
+    value : Any
+        The option as configured.
+    key : str
+        The config key, for messages.
+
+    Returns
+    -------
+    list[str] or None
+
+    Raises
+    ------
+    ConfigError
+        For a value that cannot name a column, or a column listed twice.
+    """
+    values = as_list(value, key)
+    if values is None:
+        return None
+    names = []
+    for item in values:
+        name = column_name(item, key)
+        if name in names:
+            raise ConfigError(f"{key} lists the column {name!r} twice")
+        names.append(name)
+    return names
