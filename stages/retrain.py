@@ -7,6 +7,7 @@ Each seed's fit goes to ``data/retrain/SPEC/seed_<seed>/`` (``model.ckpt``, ``me
 
 import hydra
 
+from datamap.data.options import flag, seed_list
 from datamap.callbacks.curves import TrainingCurves, write_mean_curves
 from datamap.layout import seed_dir
 from datamap.pipeline.stage import stage
@@ -18,10 +19,11 @@ from datamap.training.fit import fit_seeds
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
 @stage
 def main(cfg, inputs, outputs):
-    seeds = cfg.selection.retrain_seeds
+    seeds = seed_list(cfg.selection.retrain_seeds, "selection.retrain_seeds")
+    media = flag(cfg.selection.get("retrain_media", False), "selection.retrain_media")
     for spec in selected_spec_names(cfg):
         out = outputs.retrain(spec)
-        fit_seeds(cfg, seeds, out_dir=out, media=bool(cfg.selection.retrain_media),
+        fit_seeds(cfg, seeds, out_dir=out, media=media,
                   callbacks=lambda seed_out: [TrainingCurves(seed_out / "curves.csv")],
                   prepared_dir=inputs.prepared, train_ids=read_subset_ids(inputs.subset(spec)))
         write_mean_curves([out / seed_dir(s) / "curves.csv" for s in seeds],

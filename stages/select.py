@@ -4,26 +4,18 @@ import hydra
 
 from datamap.pipeline.stage import stage
 from datamap.scoring.registry import register_configured
-from datamap.selection.ranking import spec_key, write_subset
-from datamap.selection.specs import selected_spec_names, spec_definition
+from datamap.selection.specs import check_selection, selected_spec_names, write_configured_subset
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
 @stage
 def main(cfg, inputs, outputs):
     register_configured(cfg.get("scores"))
+    check_selection(cfg)  # every key, before any subset is written (and any grid retrained)
     for spec in selected_spec_names(cfg):
-        write_subset(
-            inputs.cartography / "scores.parquet",
-            inputs.prepared,
-            outputs.subset(spec),
-            spec,
-            spec_definition(cfg, spec),
-            seed=cfg.seed,
-            root=inputs.root,  # ids_file specs name files under data/selections/ of the repo
-            stratify=bool(cfg.selection.get("stratify", False)),
-            key=spec_key(spec, sweep=spec not in (cfg.selection.get("specs") or {})),
-        )
+        # ids_file specs name files under data/selections/ of the repository (inputs.root)
+        write_configured_subset(cfg, spec, inputs.cartography, inputs.prepared,
+                                outputs.subset(spec), root=inputs.root)
 
 
 if __name__ == "__main__":

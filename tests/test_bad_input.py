@@ -131,6 +131,24 @@ def stale_dynamics(root: Path) -> None:
     write_parquet(root / "data" / "train" / "dynamics.parquet", make_table(n=6, k=3))
 
 
+def dynamics_with_nan(root: Path) -> None:
+    """Dynamics of the prepared train split whose p_gold holds one NaN."""
+    from datamap.data.splits import read_split
+    from datamap.dynamics.schema import DynamicsMeta
+    from datamap.io import write_parquet
+
+    from .helpers import make_columns, raw_table
+
+    prepared("numeric")(root)
+    train = read_split(root / "data" / "prepared", "train")
+    cols, _, _ = make_columns(len(train.ids), k=3, ids=np.asarray(train.ids),
+                              gold=np.asarray(train.labels))
+    cols["p_gold"] = np.array(cols["p_gold"], dtype=np.float32)
+    cols["p_gold"][4] = np.nan
+    write_parquet(root / "data" / "train" / "dynamics.parquet",
+                  raw_table(cols, DynamicsMeta(num_classes=3, records_per_epoch=1)))
+
+
 def checkpoint_of_two_classes(root: Path) -> None:
     from functools import partial as bind
 
@@ -231,6 +249,20 @@ TABLE_CASES = [
          (*TEXT, "data.source.train=sst.csv", "data.source.feature_columns=[x]"),
          ("set data.source.text_columns or data.source.feature_columns, not both",),
          write("sst.csv", sst())),
+    Case("mixed-label-kinds", "prepare", (*TEXT, "data.source.train=sst.csv"),
+         ("sst.csv", "labels mix numbers"),
+         write("sst.csv", sst().assign(label=["0", "1"] * 29 + ["1", "unknown"]))),
+    Case("input-is-label", "prepare",
+         ("data=table", "data.source.train=sst.csv", "data.source.text_columns=[label]"),
+         ("'label' is both data.source.label_column",), write("sst.csv", sst())),
+    Case("id-as-feature", "prepare",
+         ("data=table", "data.source.train=num.csv", "data.source.label_column=y",
+          "data.source.feature_columns=[f0,uid]", "data.source.id_column=uid"),
+         ("'uid' is both",),
+         write("num.csv", numeric_frame(60).assign(uid=lambda f: f.index))),
+    Case("text-cell-not-text", "prepare", (*TEXT, "data.source.train=t.jsonl"),
+         ("text column 'sentence' holds 60 value",),
+         write("t.jsonl", sst().assign(sentence=[0.5] * 60))),
     Case("too-small-to-split", "prepare", (*TEXT, "data.source.train=sst.csv"),
          ("cannot split 6 examples stratified", "give the split as its own file"),
          write("sst.csv", sentiment_frame(6))),
@@ -265,6 +297,9 @@ CONFIG_CASES = [
          ("control set name 'test.v2'", "letters, digits, _ and -"), write("sst.csv", sst())),
     Case("label-noise-out-of-range", "prepare", ("data.label_noise=1.5",),
          ("data.label_noise must be in [0, 1)",)),
+    Case("train-records-per-epoch-train-pass", "train", ("dynamics.records_per_epoch=2",),
+         ("dynamics.records_per_epoch=2 needs dynamics=eval_pass",), prepared("numeric"),
+         outputs=("data/train",)),
     Case("max-epochs-forever", "train", ("trainer.max_epochs=-1",),
          ("trainer.max_epochs must be a positive number", "set e.g. trainer.max_epochs=20"),
          outputs=("data/train",)),
@@ -295,6 +330,9 @@ CONFIG_CASES = [
     Case("stale-dynamics", "cartography", (),
          ("recorded ids do not match the prepared train split", "rerun the train stage"),
          stale_dynamics, outputs=("data/cartography",)),
+    Case("dynamics-not-probabilities", "cartography", (),
+         ("column 'p_gold' holds 1 value(s) outside [0, 1] or not a number", "nan for id",
+          "rerun the train stage"), dynamics_with_nan, outputs=("data/cartography",)),
     Case("checkpoint-of-other-classes", "evaluate", (*SPECS, "+spec=full"),
          ("the model has 2 classes but the prepared data has 3", "retrain it"),
          checkpoint_of_two_classes, outputs=("data/eval",)),
@@ -304,6 +342,16 @@ CONFIG_CASES = [
     Case("selection-negative-fraction", "select",
          ("+selection.specs.bad={ambiguous: -0.1}", "+spec=bad"),
          ("selection.specs.bad.ambiguous", "[0, 1]"), outputs=("data/subsets/bad",)),
+    Case("selection-unknown-baseline", "select", ("selection.baseline=nope",),
+         ("selection.baseline='nope' is not a selection spec", "or null for no baseline"),
+         outputs=("data/subsets",)),
+    Case("selection-misspelt-key", "select", ("+selection.retrain_seed=[0]",),
+         ("selection.retrain_seed: unknown key", "retrain_seeds"), outputs=("data/subsets",)),
+    Case("selection-seeds-not-integers", "select", ("selection.retrain_seeds=[0,1.5]",),
+         ("selection.retrain_seeds must be a list of distinct integer seeds",),
+         outputs=("data/subsets",)),
+    Case("selection-flag-not-boolean", "select", ("selection.stratify=no",),
+         ("selection.stratify must be true or false, got 'no'",), outputs=("data/subsets",)),
     Case("selection-unknown-criterion", "select",
          ("+selection.specs.bad={ambigous: 0.3}", "+spec=bad"),
          ("selection.specs.bad.ambigous", "unknown criterion"), outputs=("data/subsets/bad",)),
@@ -329,6 +377,6 @@ def test_docs_list_every_case():
     page = (ROOT / "docs" / "bad-input.md").read_text(encoding="utf-8")
     section = page.split("## The catalogue", 1)[1].split("\n## ", 1)[0]
     listed = re.findall(r"^\| `([a-z0-9-]+)` \|", section, flags=re.MULTILINE)
-    ids = [case.id for case in CASES] + ["unknown-option"]
+    ids = [case.id for case in CASES] + ["unknown-option", "full-disk"]
     assert sorted(listed) == sorted(ids)
     assert len(listed) == len(set(listed)) >= 20

@@ -608,12 +608,18 @@ def test_other_export_formats_are_refused(tmp_path, capsys):
     assert not (tmp_path / "c.csv").exists()
 
 
-def test_decisions_keep_labels_exactly_as_strings():
-    # "1" and "1.0" are different class names for now: compared as strings, exactly
-    tasks = [{"id": 1, "data": {"id": 5, "given_label": "1"},
+def test_a_chosen_class_is_read_by_the_label_rule():
+    # a choice "1.0" (a labeling config edited by hand) is the class 1, as in every data file;
+    # a choice that names no class is refused
+    tasks = [{"id": 1, "data": {"id": 5, "given_label": "0"},
               "annotations": [annotation("1.0", number=1, at="2024-01-01T00:00:00Z")]}]
-    report = decisions_from_export(tasks, ["1", "1.0"])
-    assert report.decisions == [Decision(5, "relabel", "1.0", "", "label-studio user 1")]
+    report = decisions_from_export(tasks, ["0", "1"])
+    assert report.decisions == [Decision(5, "relabel", "1", "", "label-studio user 1")]
+    tasks[0]["annotations"] = [annotation("0.0", number=1, at="2024-01-01T00:00:00Z")]
+    assert decisions_from_export(tasks, ["0", "1"]).decisions[0].action == "keep"
+    tasks[0]["annotations"] = [annotation("2", number=1, at="2024-01-01T00:00:00Z")]
+    with pytest.raises(DataError, match="class '2' is not a class name of meta.json"):
+        decisions_from_export(tasks, ["0", "1"])
 
 
 def test_the_queue_is_read_as_strings(tmp_path):

@@ -168,6 +168,26 @@ def _write_raw(path, cols, meta, row_group_ids):
             writer.write({c: np.asarray(v)[slot == s] for c, v in cols.items()})
 
 
+@pytest.mark.parametrize("column, value, shown", [
+    ("p_gold", np.nan, "nan"), ("p_gold", 1.25, "1.25"), ("p_gold", -0.5, "-0.5"),
+    ("loss", np.inf, "inf"), ("el2n", 2.0, "2.0"), ("margin", -np.inf, "-inf"),
+])
+def test_values_that_no_recorder_writes_are_refused_on_every_path(tmp_path, column, value,
+                                                                  shown):
+    # NaN, infinity or a probability outside [0, 1]: refused by the chunked reader (in the
+    # chunk that holds it, before any score is computed) and by whole-table validation
+    cols, _, ids = make_columns(n=40, epochs=3)
+    cols[column] = np.array(cols[column], dtype=np.float32)
+    cols[column][80 + 35] = value
+    path = tmp_path / "bad.parquet"
+    _write_raw(path, cols, DynamicsMeta(num_classes=3), row_group_ids=8)
+    message = rf"column '{column}' holds 1 value\(s\) .* \(first: {shown} for id {ids[35]}\)"
+    with pytest.raises(DataError, match=message):
+        list(open_dynamics(path).chunks([column]))
+    with pytest.raises(DataError, match=message):
+        validate_dynamics(raw_table(cols, DynamicsMeta(num_classes=3)))
+
+
 def test_chunked_reader_catches_a_late_gold_change(tmp_path):
     cols, _, ids = make_columns(n=40, epochs=3)
     cols["gold"] = cols["gold"].copy()

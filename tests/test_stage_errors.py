@@ -47,3 +47,41 @@ def test_unknown_option(tmp_path, group):
               .split("Config search path")[0].splitlines() if line.strip()]
     assert ", ".join(listed).startswith(options)
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("failure", ["errno", "library text"])
+def test_a_full_disk_is_one_line_naming_the_output_and_its_size(tmp_path, monkeypatch, failure):
+    # the file system fills 4 KiB into the first Parquet file: pyarrow reports it as an OSError
+    # with errno, or (its own IO errors) with errno dropped and only the C library's text
+    import errno
+
+    import pyarrow.parquet as pq
+
+    def fill_up(table, where, **options):
+        with open(where, "wb") as handle:
+            handle.write(b"\0" * 4096)
+        if failure == "errno":
+            raise OSError(errno.ENOSPC, "No space left on device", str(where))
+        raise OSError(f"IOError: error writing bytes to file. Detail: [errno 28] No space left "
+                      f"on device")
+
+    monkeypatch.setattr(pq, "write_table", fill_up)
+    code, stderr = stage_in_process("prepare", cwd=tmp_path)
+    assert_refused(code, stderr, "error: data/prepared/train.parquet: no space left on the device",
+                   "after writing 4.0 KiB of data/prepared: it needs more than the ",
+                   "the file system had for it", "free space on that file system")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing half-written
+
+
+def test_a_full_disk_outside_the_atomic_writers_is_one_line(tmp_path, monkeypatch):
+    # e.g. a checkpoint or a log file written by a library: the stage wrapper names the file
+    import errno
+
+    import stages.prepare as prepare_module
+
+    def full(*args, **kwargs):
+        raise OSError(errno.EDQUOT, "Disk quota exceeded", "data/prepared/some.ckpt")
+
+    monkeypatch.setattr(prepare_module, "prepare_from_config", full)
+    code, stderr = stage_in_process("prepare", cwd=tmp_path)
+    assert_refused(code, stderr, "data/prepared/some.ckpt: no space left on the device")

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datamap.errors import DataError
+from datamap.errors import (
+    DatamapError,
+    DataError,
+    DiskFullError,
+    disk_full_cause,
+    disk_full_error,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -36,10 +42,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = _temporary_dir(path.parent, prefix=f".{path.name}.", suffix=".tmp", named=path)
     target = tmp / path.name
     try:
-        yield target
+        with _reporting_full_disk(path, tmp):
+            yield target
         if not target.exists():
             raise RuntimeError(f"atomic write of {path} produced nothing")
         if path.is_dir() and not path.is_symlink():
@@ -47,6 +54,53 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _temporary_dir(parent: Path, prefix: str, suffix: str, named: Path) -> Path:
+    with _reporting_full_disk(named, None):
+        return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+
+
+def _tree_size(path: Path | None) -> int:
+    if path is None or not path.exists():
+        return 0
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+@contextlib.contextmanager
+def _reporting_full_disk(path: Path, written_into: Path | None) -> Iterator[None]:
+    """Turn a full or over-quota file system, under any library's wording, into one
+    :class:`~datamap.errors.DiskFullError` naming ``path`` (or the file inside it that failed)
+    and how much it had written into ``written_into`` when it failed."""
+    try:
+        yield
+    except DiskFullError as exc:
+        # a nested atomic write names its temporary path: name the one the user will look for,
+        # and count everything this output had written (the nested temporary is gone by now)
+        inner = Path(exc.path)
+        if written_into is None or not inner.is_relative_to(written_into):
+            raise
+        parts = inner.relative_to(written_into).parts[1:]
+        written = _tree_size(written_into) + (exc.written or 0)
+        raise disk_full_error(str(path.joinpath(*parts)), written, _room(path, written),
+                              str(path)) from exc.__cause__
+    except DatamapError:
+        raise
+    except Exception as exc:
+        if disk_full_cause(exc) is None:
+            raise
+        written = _tree_size(written_into)
+        raise disk_full_error(str(path), written, _room(path, written)) from exc
+
+
+def _room(path: Path, written: int) -> int | None:
+    """The space an output had: what is free now plus what it wrote (removed on failure)."""
+    try:
+        return shutil.disk_usage(path.parent).free + written
+    except OSError:
+        return None
 
 
 def move_into(staging: str | os.PathLike, out_dir: str | os.PathLike,
@@ -71,9 +125,11 @@ def staged_outputs(out_dir: str | os.PathLike) -> Iterator[Path]:
     none does, so a failed stage leaves the previous outputs (or none), never a mix."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    staging = _temporary_dir(out_dir.parent, prefix=f".{out_dir.name}.staging-", suffix="",
+                             named=out_dir)
     try:
-        yield staging
+        with _reporting_full_disk(out_dir, staging):
+            yield staging
         move_into(staging, out_dir, sorted(p.name for p in staging.iterdir()))
     finally:
         shutil.rmtree(staging, ignore_errors=True)

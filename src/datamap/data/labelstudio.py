@@ -50,6 +50,7 @@ from datamap.data.corrections import (
     read_corrections,
     write_corrections,
 )
+from datamap.data.labels import canonical_label
 from datamap.data.splits import read_meta, read_split
 from datamap.errors import DataError
 from datamap.io import write_json, write_text
@@ -363,6 +364,20 @@ def _outcome(annotation: Mapping[str, Any], where: str
     return label, drop, "\n".join(notes)
 
 
+def _class_name(chosen: str, names: set[str], at: str) -> str:
+    """The class a chosen label names, read by the rule of every label
+    (:func:`datamap.data.labels.canonical_label`: ``1.0`` is the class ``1``)."""
+    try:
+        label = canonical_label(chosen)
+    except ValueError as error:
+        raise DataError(f"{at}: class {chosen!r} {error}; the labeling config must list the "
+                        "prepared data's classes") from None
+    if label not in names:
+        raise DataError(f"{at}: class {chosen!r} is not a class name of meta.json; the "
+                        "labeling config must list the prepared data's classes")
+    return label
+
+
 def decisions_from_export(tasks: Sequence[Mapping[str, Any]], class_names: Sequence[str],
                           origin: str = "the export") -> ImportReport:
     """The decisions of a Label Studio JSON export's annotations (rules: module docstring).
@@ -372,7 +387,8 @@ def decisions_from_export(tasks: Sequence[Mapping[str, Any]], class_names: Seque
     tasks : sequence of mapping
         The exported tasks (:func:`read_export`), made from :func:`queue_tasks`' tasks.
     class_names : sequence of str
-        The classes; a chosen class must be one of them (compared as a string exactly).
+        The classes; a chosen class, read by the label rule of
+        :func:`datamap.data.labels.canonical_label`, must be one of them.
     origin : str
         How messages name the export.
 
@@ -410,9 +426,8 @@ def decisions_from_export(tasks: Sequence[Mapping[str, Any]], class_names: Seque
             if label is None and not drop:
                 report.without_choice += 1
                 continue
-            if label is not None and label not in names:
-                raise DataError(f"{at}: class {label!r} is not a class name of meta.json; the "
-                                "labeling config must list the prepared data's classes")
+            if label is not None:
+                label = _class_name(label, names, at)
             reviewer = _reviewer(annotation.get("completed_by"))
             if drop:
                 decision = Decision(example, "drop", "", note, reviewer)

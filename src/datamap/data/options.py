@@ -123,3 +123,29 @@ def column_names(value: Any, key: str) -> list[str] | None:
             raise ConfigError(f"{key} lists the column {name!r} twice")
         names.append(name)
     return names
+
+
+def seed_list(value: Any, key: str) -> list[int]:
+    """A list of distinct integer seeds (a single seed is a list of one).
+
+    Raises
+    ------
+    ConfigError
+        For an empty list, a value that is not an integer (a boolean, ``1.5``, ``"0"``) or a seed
+        listed twice.
+    """
+    seeds = as_list(value, key)
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{key} must be a list of distinct integer seeds, e.g. [0, 1, 2], "
+                          f"got {seeds if seeds is not None else value!r}")
+    return seeds
+
+
+def flag(value: Any, key: str) -> bool:
+    """A true/false option: a boolean, nothing else (``"no"`` or ``0`` would be read one way by
+    Python and another by the user)."""
+    value = _plain(value)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    return value

@@ -315,6 +315,39 @@ def _check_classes(table: pa.Table, meta: DynamicsMeta, source: str) -> None:
                 f"{source}: column {name!r} holds class {lo if lo < 0 else hi}, outside "
                 f"[0, {meta.num_classes}) declared by num_classes"
             )
+    for name in VALUE_RANGES:
+        check_values(name, table.column(name).to_numpy(), table.column("id").to_numpy(), source)
+
+
+_LARGEST = float(np.finfo(np.float32).max)
+#: The range every recorded value lies in (a probability, a logit difference, a cross-entropy,
+#: the L2 distance of two probability vectors, with room for float32 rounding): anything else
+#: -- NaN, infinity, a probability of 1.3 -- did not come from the recorder, and every score
+#: made from it would be silently wrong.
+VALUE_RANGES: dict[str, tuple[float, float]] = {
+    "p_gold": (0.0, 1.0),
+    "margin": (-_LARGEST, _LARGEST),
+    "loss": (0.0, _LARGEST),
+    "el2n": (0.0, 1.4143),
+}
+
+
+def check_values(name: str, values: np.ndarray, ids: np.ndarray, source: str) -> None:
+    """Raise :class:`DataError` when a value column holds NaN, infinity or a value outside its
+    range (:data:`VALUE_RANGES`); ``ids`` (broadcastable to ``values``) name the first one."""
+    if name not in VALUE_RANGES:
+        return
+    lo, hi = VALUE_RANGES[name]
+    with np.errstate(invalid="ignore"):
+        bad = ~((values >= lo) & (values <= hi))  # NaN compares false: caught here too
+    if bad.any():
+        first = np.unravel_index(int(np.argmax(bad)), bad.shape)
+        example = np.broadcast_to(ids, values.shape)[first]
+        raise DataError(
+            f"{source}: column {name!r} holds {int(bad.sum())} value(s) outside [{lo:g}, "
+            f"{hi:g}] or not a number (first: {float(values[first])!r} for id {int(example)}); "
+            "dynamics must hold what the recorder writes: rerun the train stage"
+        )
 
 
 

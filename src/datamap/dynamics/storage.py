@@ -26,6 +26,7 @@ from datamap.dynamics.schema import (
     SCHEMA,
     DynamicsMeta,
     check_grid,
+    check_values,
     check_meta,
     dynamics_schema,
     ids_per_slot,
@@ -435,6 +436,8 @@ class _FileSource(DynamicsSource):
             prev_last = int(ids[-1])
             check_grid(grid["id"], grid["gold"], expect_slot, self.records_per_epoch,
                         str(self.path))
+            for name in columns:
+                check_values(name, grid[name], ids, str(self.path))
             for name in ("gold", "pred"):
                 if name in grid:
                     lo, hi = int(grid[name].min()), int(grid[name].max())

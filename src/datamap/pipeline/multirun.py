@@ -53,8 +53,12 @@ def run_subset(cfg: DictConfig, inputs: Layout, outputs: Layout,
     :func:`job_description`, to its ``job.json``); returns the evaluation."""
     from datamap.evaluation.evaluate import evaluate_subsets
     from datamap.scoring.registry import register_configured
-    from datamap.selection.ranking import spec_key, write_subset
-    from datamap.selection.specs import selected_spec_names, spec_definition
+    from datamap.data.options import flag
+    from datamap.selection.specs import (
+        check_selection,
+        selected_spec_names,
+        write_configured_subset,
+    )
     from datamap.selection.subsets import read_subset_ids
     from datamap.training.fit import fit_seeds
 
@@ -63,13 +67,12 @@ def run_subset(cfg: DictConfig, inputs: Layout, outputs: Layout,
                           "(e.g. +spec=ambiguous_33)")
     (spec,) = selected_spec_names(cfg)
     register_configured(cfg.get("scores"))
-    write_subset(inputs.cartography / "scores.parquet", inputs.prepared, outputs.subset(spec),
-                 spec, spec_definition(cfg, spec), seed=cfg.seed, root=inputs.root,
-                 stratify=bool(cfg.selection.get("stratify", False)),
-                 key=spec_key(spec, sweep=spec not in (cfg.selection.get("specs") or {})))
+    check_selection(cfg)
+    write_configured_subset(cfg, spec, inputs.cartography, inputs.prepared, outputs.subset(spec),
+                            root=inputs.root)
     fit_seeds(cfg, cfg.selection.retrain_seeds, out_dir=outputs.retrain(spec),
-              media=bool(cfg.selection.retrain_media), prepared_dir=inputs.prepared,
-              train_ids=read_subset_ids(outputs.subset(spec)))
+              media=flag(cfg.selection.get("retrain_media", False), "selection.retrain_media"),
+              prepared_dir=inputs.prepared, train_ids=read_subset_ids(outputs.subset(spec)))
     metrics = evaluate_subsets({spec: outputs.retrained_models(spec)}, inputs.prepared,
                                outputs.eval, batch_size=int(cfg.data.datamodule.eval_batch_size))
     metrics = metrics[spec]

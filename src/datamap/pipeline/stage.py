@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from datamap.errors import datamap_cause
+from datamap.errors import datamap_cause, disk_full_cause, disk_full_error
 from datamap.layout import Layout
 
 log = logging.getLogger("datamap")
@@ -57,13 +57,21 @@ def stage(fn: StageFn) -> Callable[[DictConfig], Any]:
         try:
             return fn(cfg, Layout(Path(".")), Layout(output_root()))
         except Exception as exc:
-            cause = datamap_cause(exc)  # also behind Hydra's InstantiationException
+            cause = datamap_cause(exc) or _full_disk(exc)  # also behind Hydra's wrapper
             if cause is None:
                 raise
             print(f"error: {cause}", file=sys.stderr, flush=True)
             sys.exit(2)
 
     return task
+
+
+def _full_disk(exc: BaseException) -> Exception | None:
+    """A full file system met outside the atomic writers (a checkpoint, a log) as one line."""
+    full = disk_full_cause(exc)
+    if full is None:
+        return None
+    return disk_full_error(str(getattr(full, "filename", None) or "an output of this stage"))
 
 
 def _route_lightning_logs() -> None:

@@ -27,6 +27,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from datamap.data.options import as_list, flag, seed_list
 from datamap.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -87,13 +88,8 @@ def sweep_specs(sweep: Mapping[str, Any] | None) -> dict[str, dict[str, float]]:
 
 
 def _list(value: Any, key: str) -> list:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ConfigError(f"selection.sweep.{key} must be a list, e.g. "
-                            f"{'[ambiguous, random]' if key == 'regions' else '[0.1, 0.25]'}, "
-                            f"got {value!r}")
-    return value
+    # the rule of every list option: a single value is a list of one (datamap.data.options)
+    return as_list(value, f"selection.sweep.{key}") or []
 
 
 def _same_definition(a: Any, b: Mapping[str, float]) -> bool:
@@ -171,8 +167,70 @@ def selected_spec_names(cfg: DictConfig) -> list[str]:
     return [str(name)]
 
 
+#: Every key of the ``selection`` config group (a misspelt key is refused, never ignored).
+SELECTION_KEYS = ("specs", "sweep", "stratify", "retrain_seeds", "retrain_media", "baseline",
+                  "all_specs")
+
+
+def check_selection(cfg: DictConfig) -> None:
+    """Check every key of ``selection`` at once, before anything is selected or retrained: a
+    misspelt key, a baseline that names no spec, seeds that are not distinct integers, a flag
+    that is not true or false, and every spec's definition (:func:`check_spec`). The select
+    stage runs it, so a grid is never retrained for a report that cannot be written."""
+    from omegaconf import OmegaConf
+
+    selection = cfg.get("selection")
+    if selection is None:
+        raise ConfigError("selection is not set; add a selection group (conf/selection/)")
+    unknown = sorted(set(map(str, selection)) - set(SELECTION_KEYS))
+    if unknown:
+        raise ConfigError(f"selection.{unknown[0]}: unknown key; the selection keys are "
+                          f"{', '.join(SELECTION_KEYS)}")
+    specs = selection.get("all_specs") or {}
+    if not specs:
+        raise ConfigError("selection.specs and selection.sweep are empty; define at least one "
+                          "selection spec")
+    baseline = selection.get("baseline")
+    if baseline is not None and (not isinstance(baseline, str) or baseline not in specs):
+        raise ConfigError(f"selection.baseline={baseline!r} is not a selection spec "
+                          f"({', '.join(specs)}); name one of them, or null for no baseline")
+    seed_list(selection.get("retrain_seeds"), "selection.retrain_seeds")
+    for key in ("stratify", "retrain_media"):
+        flag(selection.get(key, False), f"selection.{key}")
+    for name in specs:
+        check_spec(name, OmegaConf.to_container(specs[name], resolve=True),
+                   sweep=name not in (selection.get("specs") or {}))
+
+
+def check_spec(name: str, spec: Any, sweep: bool = False) -> None:
+    """Check one spec's definition (its criteria and fractions, or its file of ids' path)
+    without reading any data."""
+    from datamap.selection.ranking import IDS_FILE, parse_spec, spec_key
+
+    if isinstance(spec, Mapping) and list(spec) == [IDS_FILE]:
+        return  # its path is checked where it is read (it needs the repository root)
+    parse_spec(name, spec, key=spec_key(name, sweep=sweep))
+
+
 def spec_definition(cfg: DictConfig, name: str) -> dict:
     """The definition of spec ``name`` (from ``selection.all_specs``) as a plain dict."""
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(cfg.selection.all_specs[name], resolve=True)
+
+
+def write_configured_subset(cfg: DictConfig, spec: str, cartography_dir: Any, prepared_dir: Any,
+                            out_dir: Any, root: Any) -> dict:
+    """Select spec ``spec`` of the config (after :func:`check_selection`) from the scores in
+    ``cartography_dir`` and write its subset into ``out_dir`` (``root``: the repository, which
+    files of ids are relative to)."""
+    from pathlib import Path
+
+    from datamap.selection.ranking import spec_key, write_subset
+
+    return write_subset(
+        Path(cartography_dir) / "scores.parquet", prepared_dir, out_dir, spec,
+        spec_definition(cfg, spec), seed=cfg.seed, root=root,
+        stratify=flag(cfg.selection.get("stratify", False), "selection.stratify"),
+        key=spec_key(spec, sweep=spec not in (cfg.selection.get("specs") or {})),
+    )

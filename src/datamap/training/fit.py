@@ -207,21 +207,26 @@ def fit_classifier(
         else:
             checkpoint_dir = Path(checkpoint_dir)
             fingerprint = run_fingerprint(cfg, prepared_dir, train_ids)
-            ckpt_path = resume_checkpoint(checkpoint_dir, resume, fingerprint)
-            prepare_checkpoint_dir(checkpoint_dir, ckpt_path, fingerprint)
-        loggers = build_loggers(cfg.get("logger"), staging / "logs")
-        all_callbacks = fit_callbacks(
-            instantiate_group(cfg.get("callbacks"), "callbacks", dirpath=str(checkpoint_dir)),
-            loggers, every_epoch=record_dynamics)
+        recorder = None
         if record_dynamics:
             # Completed epochs go to part files next to the checkpoints, so a resumed run finds
             # them (the checkpoints themselves stay small); a throwaway run keeps them in memory.
+            # Built before the checkpoint directory is touched: its settings are checked here.
             parts = str(checkpoint_dir / "dynamics") if fingerprint else None
             (staging / HELDOUT_DIR).mkdir()
-            all_callbacks.append(instantiate(cfg.dynamics, dirpath=str(staging),
-                                             heldout_dirpath=str(staging / HELDOUT_DIR),
-                                             seed=int(cfg.seed), parts_dir=parts,
-                                             run_token=fingerprint[:32] or None))
+            recorder = instantiate(cfg.dynamics, dirpath=str(staging),
+                                   heldout_dirpath=str(staging / HELDOUT_DIR),
+                                   seed=int(cfg.seed), parts_dir=parts,
+                                   run_token=fingerprint[:32] or None)
+        configured = instantiate_group(cfg.get("callbacks"), "callbacks",
+                                       dirpath=str(checkpoint_dir))
+        if fingerprint:
+            ckpt_path = resume_checkpoint(checkpoint_dir, resume, fingerprint)
+            prepare_checkpoint_dir(checkpoint_dir, ckpt_path, fingerprint)
+        loggers = build_loggers(cfg.get("logger"), staging / "logs")
+        all_callbacks = fit_callbacks(configured, loggers, every_epoch=record_dynamics)
+        if recorder is not None:
+            all_callbacks.append(recorder)
         # checkpoints store paths relative to the repository: the same bytes in every clone
         all_callbacks.append(PortableCheckpointPaths())
         all_callbacks.extend(callbacks)
@@ -283,12 +288,9 @@ def fit_seeds(
     from datamap.io import atomic_path
     from datamap.layout import seed_dir
 
-    seeds = list(seeds) if OmegaConf.is_list(seeds) else seeds
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds or any(
-            isinstance(s, bool) or not isinstance(s, int) for s in seeds) \
-            or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"{key} must be a list of distinct integer seeds, e.g. [0, 1, 2], "
-                          f"got {list(seeds) if isinstance(seeds, Sequence) else seeds!r}")
+    from datamap.data.options import seed_list
+
+    seeds = seed_list(seeds, key)
     cfg = cfg.copy()
     if not media:
         cfg.callbacks = without_media(cfg.get("callbacks"))
