@@ -184,3 +184,23 @@ def test_group_entry_without_target_is_refused():
 def test_params_text_is_resolved():
     cfg = compose(ROOT / "conf", overrides=["model=cnn", "trainer.max_epochs=7"])
     assert "T_max: 7" in params_text(cfg)
+
+
+def test_saved_experiment_composes_to_what_its_overrides_compose_to(tmp_path):
+    from datamap.pipeline.config import save_experiment
+
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    overrides = ["data=table", "model=text_bow", "data.source.train=a b.csv",
+                 "data.source.text_columns=[sentence]", "trainer.max_epochs=3", "+note=x:y"]
+    path = save_experiment("mine", overrides, conf)
+    assert path == conf / "experiment" / "mine.yaml"
+    assert params_text(compose(conf, overrides=["experiment=mine"])) == \
+        params_text(compose(conf, overrides=overrides))
+    with pytest.raises(ConfigError, match="mine.yaml exists"):
+        save_experiment("mine", overrides, conf)
+    with pytest.raises(ConfigError, match="a saved experiment holds plain values"):
+        save_experiment("sweep", ["trainer.max_epochs=1,2"], conf)
+    with pytest.raises(ConfigError, match="letters, digits"):
+        save_experiment("../x", overrides, conf)
+    assert sorted(p.name for p in (conf / "experiment").iterdir()) == ["mine.yaml", "tiny.yaml"]

@@ -18,7 +18,12 @@ log = logging.getLogger("datamap")
 
 
 def _compose(args: argparse.Namespace) -> int:
-    from datamap.pipeline.config import stale_params, write_params
+    from datamap.pipeline.config import (
+        save_experiment,
+        stale_params,
+        write_compose_note,
+        write_params,
+    )
 
     if args.check:
         message = stale_params(args.output, args.config_dir)
@@ -27,8 +32,20 @@ def _compose(args: argparse.Namespace) -> int:
             return 1
         print(f"{args.output} is up to date with {args.config_dir}/")
         return 0
-    path = write_params(args.output, args.config_dir, args.overrides)
+    overrides = list(args.overrides)
+    if args.save:
+        saved = save_experiment(args.save, overrides, args.config_dir, force=args.force)
+        print(f"wrote {saved}")
+        overrides = [f"experiment={args.save}"]
+    path = write_params(args.output, args.config_dir, overrides)
+    write_compose_note(".", args.config_dir, overrides)
     print(f"wrote {path}")
+    if overrides and not args.save:
+        print("note: `dvc exp run` recomposes params.yaml from conf/ and would drop these "
+              "overrides (the stages refuse to run then); to run experiments on them, save "
+              "them: datamap compose --save NAME " + " ".join(overrides), file=sys.stderr)
+    elif args.save:
+        print(f"run experiments on it with: dvc exp run -S experiment={args.save} -S ...")
     return 0
 
 
@@ -58,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="params.yaml")
     p.add_argument("--check", action="store_true",
                    help="only check that the file is fresh; exit 1 when stale")
+    p.add_argument("--save", metavar="NAME",
+                   help="also save the overrides as conf/experiment/NAME.yaml and compose "
+                   "experiment=NAME (what `dvc exp run -S experiment=NAME` keeps)")
+    p.add_argument("--force", action="store_true", help="with --save: replace an existing file")
     p.set_defaults(func=_compose)
 
     p = sub.add_parser(

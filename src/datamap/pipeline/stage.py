@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from datamap.errors import datamap_cause, disk_full_cause, disk_full_error
+from datamap.pipeline.config import check_overrides_kept
 from datamap.layout import Layout
 
 log = logging.getLogger("datamap")
@@ -55,6 +56,7 @@ def stage(fn: StageFn) -> Callable[[DictConfig], Any]:
         logging.captureWarnings(True)
         _route_lightning_logs()
         try:
+            check_overrides_kept(cfg)  # dvc exp run must not silently drop compose's overrides
             return fn(cfg, Layout(Path(".")), Layout(output_root()))
         except Exception as exc:
             cause = datamap_cause(exc) or _full_disk(exc)  # also behind Hydra's wrapper
