@@ -101,3 +101,64 @@ def prepare_checkpoint_dir(checkpoint_dir: Path, ckpt_path: str | None,
         # resuming a checkpoint kept elsewhere: its completed epochs' dynamics come along
         shutil.copytree(parts, checkpoint_dir / "dynamics")
     write_json(checkpoint_dir / RUN_FILE, {"fingerprint": fingerprint, "finished": False})
+
+
+# --------------------------------------------------------------------------------------------
+# the logs of a resumed run
+
+#: Under a persistent checkpoint directory: the run's ``logs/`` while it trains, so that a
+#: killed run's media and logged rows are there for the run that resumes it.
+LOGS_DIR = "logs"
+
+
+def _csv_loggers(loggers: list[Any]) -> list[Any]:
+    from pytorch_lightning.loggers import CSVLogger
+
+    return [logger for logger in loggers if isinstance(logger, CSVLogger)]
+
+
+def restore_logged_rows(loggers: list[Any], ckpt_path: str | os.PathLike) -> int:
+    """Give each CSV logger of a resumed run the rows the interrupted run logged up to the
+    checkpoint's epoch, so that its ``metrics.csv`` ends up what an uninterrupted run writes
+    (Lightning's CSV logger deletes the file it finds when it starts). Rows of later epochs --
+    redone by the resumed run -- are dropped. Call before the loggers write anything; returns
+    the number of rows restored."""
+    import csv
+
+    import torch
+
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    epoch, step = int(state["epoch"]), int(state["global_step"])
+
+    def logged_before_resume(row: dict[str, str]) -> bool:
+        # a row of an epoch (validation, epoch-end) by its epoch; one logged by step alone
+        # (the learning-rate monitor's) by its step: the resumed run starts at ``step``
+        if row.get("epoch"):
+            return int(float(row["epoch"])) <= epoch
+        return bool(row.get("step")) and int(float(row["step"])) < step
+
+    restored = 0
+    for logger in _csv_loggers(loggers):
+        path = Path(logger.log_dir) / "metrics.csv"
+        if not path.is_file():
+            continue
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.DictReader(handle) if logged_before_resume(row)]
+        writer = logger.experiment  # created now: it removes the old file
+        writer.metrics[:0] = rows
+        restored += len(rows)
+    return restored
+
+
+def flush_logs_callback() -> Any:
+    """A callback that writes every logger's pending rows at the start of each epoch, so that a
+    run killed in epoch e+1 has epoch e's rows on disk for the run that resumes it (the CSV
+    logger otherwise keeps up to 100 steps in memory)."""
+    import pytorch_lightning as pl
+
+    class FlushLogs(pl.Callback):
+        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            for logger in trainer.loggers:
+                logger.save()
+
+    return FlushLogs()

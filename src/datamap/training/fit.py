@@ -26,8 +26,11 @@ from datamap.errors import ConfigError
 from datamap.io import move_into, write_json
 from datamap.models.checkpoint import checkpoint_epoch, load_model, save_model
 from datamap.training.checkpoints import (
+    LOGS_DIR,
     RUN_FILE,
+    flush_logs_callback,
     prepare_checkpoint_dir,
+    restore_logged_rows,
     resume_checkpoint,
     run_fingerprint,
 )
@@ -223,10 +226,17 @@ def fit_classifier(
         if fingerprint:
             ckpt_path = resume_checkpoint(checkpoint_dir, resume, fingerprint)
             prepare_checkpoint_dir(checkpoint_dir, ckpt_path, fingerprint)
-        loggers = build_loggers(cfg.get("logger"), staging / "logs")
+        # a persistent run logs next to its checkpoints, so a resumed run continues its logs
+        logs_dir = checkpoint_dir / LOGS_DIR if fingerprint else staging / "logs"
+        loggers = build_loggers(cfg.get("logger"), logs_dir)
+        if ckpt_path is not None and logs_dir.is_dir():
+            log.info("restored %d logged rows of the interrupted run",
+                     restore_logged_rows(loggers, ckpt_path))
         all_callbacks = fit_callbacks(configured, loggers, every_epoch=record_dynamics)
         if recorder is not None:
             all_callbacks.append(recorder)
+        if fingerprint:
+            all_callbacks.append(flush_logs_callback())
         # checkpoints store paths relative to the repository: the same bytes in every clone
         all_callbacks.append(PortableCheckpointPaths())
         all_callbacks.extend(callbacks)
@@ -235,7 +245,10 @@ def fit_classifier(
                                             enable_progress_bar=shows_progress(all_callbacks),
                                             default_root_dir=str(staging))
         for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            # the run's configuration; `resume` is how it was started, not what it is
+            logger.log_hyperparams({key: value for key, value in
+                                    OmegaConf.to_container(cfg, resolve=True).items()
+                                    if key != "resume"})
         log.info("fit: %d training examples, %s%s", len(datamodule.split("train")),
                  f"up to {trainer.max_epochs} epochs",
                  f", resuming from {ckpt_path}" if ckpt_path else "")
@@ -254,8 +267,10 @@ def fit_classifier(
                                           checkpoint.monitor if best else None)
         if trainer.is_global_zero:
             write_json(staging / "metrics.json", metrics)
-            write_runs(loggers, staging / "logs" / RUNS_FILE)
+            write_runs(loggers, logs_dir / RUNS_FILE)
             finish_runs(loggers)
+            if logs_dir != staging / "logs":
+                os.replace(logs_dir, staging / "logs")
             # a directory is replaced whole: no file of an earlier run survives in it
             move_into(staging, out_dir, ["model.ckpt", "metrics.json", "logs",
                                           "dynamics.parquet", HELDOUT_DIR])
