@@ -43,6 +43,8 @@ import pandas as pd
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# dvc and the stages from this interpreter's environment, activated or not
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

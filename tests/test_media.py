@@ -179,6 +179,36 @@ def test_progress_is_a_bar_at_a_terminal_and_lines_elsewhere(monkeypatch):
         progress_bar("fancy")
 
 
+def test_a_long_epoch_reports_its_progress_in_plain_lines(caplog):
+    # within an epoch, one line every every_seconds: batches done of the total, the rate and
+    # the epoch's remaining time (a clock that advances 10 s per batch)
+    import logging
+    from types import SimpleNamespace
+
+    import torch
+
+    from datamap.callbacks.progress import EpochLines, eta_text, progress_bar
+
+    ticks = iter(range(0, 10_000, 10))
+    lines = EpochLines(every_seconds=25, clock=lambda: float(next(ticks)))
+    trainer = SimpleNamespace(is_global_zero=True, num_training_batches=100, max_epochs=5,
+                              current_epoch=2, callback_metrics={}, logged_metrics={})
+    batch = (torch.zeros(32, 4), torch.zeros(32, dtype=torch.long), torch.arange(32))
+    with caplog.at_level(logging.INFO, logger="datamap.callbacks.progress"):
+        lines.on_train_epoch_start(trainer, None)
+        for index in range(6):
+            lines.on_train_batch_end(trainer, None, None, batch, index)
+    messages = [r.getMessage() for r in caplog.records]
+    # started at t=0; batches end at t=10, 20, ..., 60: lines at t=30 (3 done) and t=60 (6)
+    assert messages == [
+        "epoch 3/5: 3/100 batches (3.0 %), 0.1 batches/s, 3 examples/s, epoch ETA 16 min 10 s",
+        "epoch 3/5: 6/100 batches (6.0 %), 0.1 batches/s, 3 examples/s, epoch ETA 15 min 40 s",
+    ]
+    assert eta_text(42.4) == "42 s" and eta_text(3725) == "1 h 02 min"
+    with pytest.raises(ConfigError, match="every_seconds must be a positive number"):
+        progress_bar("lines", every_seconds=0)
+
+
 def test_gathered_predictions_keep_each_id_once():
     """Under DDP every rank holds its share (DistributedSampler pads with a repeat); rank 0 sees
     each validation example once, in id order."""
