@@ -36,9 +36,8 @@ def test_stale_params_detected(tmp_path):
     params = tmp_path / "params.yaml"
     write_params(params, conf)
     assert stale_params(params, conf) is None
-    (conf / "trainer" / "default.yaml").write_text(
-        (conf / "trainer" / "default.yaml").read_text().replace("max_epochs: 20", "max_epochs: 21")
-    )
+    epochs = conf / "trainer" / "epochs" / "mlp.yaml"  # the default model's epochs
+    epochs.write_text(epochs.read_text().replace("max_epochs: 20", "max_epochs: 21"))
     message = stale_params(params, conf)
     assert message is not None and "datamap compose" in message
 

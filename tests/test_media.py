@@ -179,6 +179,24 @@ def test_progress_is_a_bar_at_a_terminal_and_lines_elsewhere(monkeypatch):
         progress_bar("fancy")
 
 
+def test_retrains_stop_early_by_default_and_the_train_stage_never(digits_prepared, tmp_path):
+    # the default callbacks stop a retrain once validation macro-F1 stops improving; the same
+    # configuration in the train stage runs every epoch (cartography needs each one)
+    from datamap.training.fit import fit_classifier, fit_seeds
+
+    from .helpers import compose_cfg
+
+    cfg = compose_cfg("trainer.max_epochs=8", "callbacks.early_stopping.patience=1",
+                      "callbacks.early_stopping.min_delta=0.5", "model.net.hidden=[16]")
+    assert "early_stopping" in cfg.callbacks
+    retrained = fit_seeds(cfg, [0], out_dir=tmp_path / "retrain", media=False,
+                          prepared_dir=digits_prepared)
+    assert retrained[0]["epochs_trained"] == 2  # best at epoch 1, no 0.5 gain by epoch 2
+    trained = fit_classifier(cfg, prepared_dir=digits_prepared, out_dir=tmp_path / "train",
+                             record_dynamics=True)
+    assert trained["epochs_trained"] == 8
+
+
 def test_a_long_epoch_reports_its_progress_in_plain_lines(caplog):
     # within an epoch, one line every every_seconds: batches done of the total, the rate and
     # the epoch's remaining time (a clock that advances 10 s per batch)
