@@ -64,24 +64,8 @@ def as_list(value: Any, key: str) -> list | None:
 
 
 def column_name(value: Any, key: str) -> str | None:
-    """One column name (see the module docstring); None when unset.
-
-    Parameters
-    ----------
-    value : Any
-        The option as configured.
-    key : str
-        The config key, for messages.
-
-    Returns
-    -------
-    str or None
-
-    Raises
-    ------
-    ConfigError
-        For a value that cannot name a column.
-    """
+    """One column name (see the module docstring) from ``value`` as configured, or None when
+    unset; a :class:`ConfigError` naming ``key`` for a value that cannot name a column."""
     value = _plain(value)
     if value is None:
         return None
