@@ -548,3 +548,29 @@ def test_train_stage_refuses_in_one_line(digits_prepared, tmp_path, overrides, f
 def test_records_per_epoch_in_train_pass_refused_naming_eval_pass(tmp_path):
     with pytest.raises(ConfigError, match=r"records_per_epoch=3 needs dynamics=eval_pass"):
         DynamicsRecorder(tmp_path, mode="train_pass", records_per_epoch=3)
+
+
+def test_bf16_mixed_training_records_the_values_of_its_logits_exactly(digits_prepared, tmp_path):
+    # trainer.precision=bf16-mixed: the model's logits are bfloat16; the recorder widens them
+    # exactly, so every stored value is what the float32 algorithm gives for the stored logits
+    # (the NumPy twin's exp may differ from torch's in the last bit: a few float32 ulps)
+    import pyarrow.parquet as pq
+
+    from datamap.dynamics.values import per_example_values
+    from datamap.training.fit import fit_classifier
+
+    from .helpers import compose_cfg
+
+    cfg = compose_cfg("trainer.max_epochs=2", "trainer.precision=bf16-mixed",
+                      "dynamics.store_logits=true")
+    fit_classifier(cfg, prepared_dir=digits_prepared, out_dir=tmp_path / "train",
+                   record_dynamics=True)
+    table = pq.read_table(tmp_path / "train" / "dynamics.parquet")
+    logits = np.stack(table.column("logits").to_numpy(zero_copy_only=False)).astype(np.float32)
+    # bfloat16 values widened: the low 16 bits of every float32 are zero
+    assert not (logits.view(np.uint32) & 0xFFFF).any()
+    expected = per_example_values(logits, table.column("gold").to_numpy())
+    assert np.array_equal(table.column("pred").to_numpy(), expected["pred"])
+    for name in ("p_gold", "margin", "loss", "el2n"):
+        np.testing.assert_allclose(table.column(name).to_numpy(), expected[name], rtol=1e-6,
+                                   atol=1e-7, err_msg=name)
