@@ -102,6 +102,32 @@ def test_hf_encoder_passes_pairs_as_two_sequences(tmp_path):
     assert np.array_equal(model(batch).detach().numpy(), model(encoded).detach().numpy())
 
 
+def test_hf_encoder_tokenises_each_example_once_and_pads_as_the_tokenizer_does(tmp_path):
+    # the second epoch takes every example's tokens from the cache; the padded tensors equal
+    # tokenising the batch afresh, whatever the batch's mix of cached and new examples
+    from datamap.models.hf import HFTransformer
+
+    model = HFTransformer(input_shape=[2], num_classes=3,
+                          pretrained=str(write_tiny_transformer(tmp_path / "bert")),
+                          max_length=8)
+    texts = ["the film was good and the plot was great", "bad", "the plot was poor", "good"]
+    pairs = ["great", "the plot was poor and bad", "good", "the film"]
+    encoder = model.batch_encoder()
+
+    def batch(rows):
+        return {"id": torch.tensor(rows), "label": torch.zeros(len(rows), dtype=torch.long),
+                "text": [texts[r] for r in rows], "text_pair": [pairs[r] for r in rows]}
+
+    for rows in ([0, 1], [2, 3], [3, 0, 1], [1, 2, 0, 3]):
+        got = encoder(batch(rows))
+        fresh = model.tokenizer([texts[r] for r in rows], [pairs[r] for r in rows],
+                                padding=True, truncation=True, max_length=8, return_tensors="pt")
+        assert {k for k in got if k.startswith("tokens.")} == {f"tokens.{k}" for k in fresh}
+        for key, value in fresh.items():
+            assert torch.equal(got[f"tokens.{key}"], value), key
+    assert encoder.tokenised == 4  # each example once, over four batches
+
+
 @pytest.mark.parametrize("word_ngrams", [[0, 2], [3, 1], [1]])
 def test_bad_ngram_ranges_are_config_errors(word_ngrams):
     from datamap.errors import ConfigError

@@ -39,22 +39,44 @@ def _is_local(name: str) -> bool:
 class TokenizerEncoder:
     """The batch encoder of :class:`HFTransformer`: texts (and pairs) -> padded token tensors.
 
-    Picklable (fast tokenizers pickle), so it runs in DataLoader workers. Pads to the longest
-    text of the batch, truncates to ``max_length`` tokens.
+    Each example is tokenised once, the first time its id passes (truncated to ``max_length``
+    tokens, kept as int32 arrays by id); every later epoch only pads the batch, to its longest
+    example, with the tokenizer's own ``pad`` -- the tensors are those of tokenising the batch
+    afresh. Examples are keyed by id (unique within a prepared split); the train, validation and
+    test loaders each get their own encoder, so ids never meet across splits. Picklable (fast
+    tokenizers pickle), so it runs in DataLoader workers, where each worker keeps its own cache
+    (``num_workers`` > 0 without persistent workers tokenises once per epoch again).
     """
 
     def __init__(self, tokenizer: Any, max_length: int, pair: bool) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.pair = pair
+        self._cache: dict[int, dict[str, Any]] = {}
+        #: how many examples were tokenised (not taken from the cache), for tests and logs
+        self.tokenised = 0
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
         out = {k: v for k, v in batch.items() if k not in ("text", "text_pair")}
-        encoded = self.tokenizer(
-            list(batch["text"]), list(batch["text_pair"]) if self.pair else None,
-            padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
-        )
-        out.update({f"tokens.{key}": value for key, value in encoded.items()})
+        ids = [int(i) for i in batch["id"]]
+        missing = [k for k, example in enumerate(ids) if example not in self._cache]
+        if missing:
+            texts = [batch["text"][k] for k in missing]
+            pairs = [batch["text_pair"][k] for k in missing] if self.pair else None
+            encoded = self.tokenizer(texts, pairs, padding=False, truncation=True,
+                                     max_length=self.max_length)
+            for j, k in enumerate(missing):
+                self._cache[ids[k]] = {key: np.asarray(values[j], dtype=np.int32)
+                                       for key, values in encoded.items()}
+            self.tokenised += len(missing)
+        # padding token arrays is what this encoder is for: no advice to tokenise instead
+        getattr(self.tokenizer, "deprecation_warnings", {})["Asking-to-pad-a-fast-tokenizer"] = True
+        padded = self.tokenizer.pad([{key: value.tolist() for key, value in
+                                      self._cache[example].items()} for example in ids],
+                                    padding=True, return_tensors="pt")
+        out.update({f"tokens.{key}": value for key, value in padded.items()})
         return out
 
 

@@ -1,0 +1,154 @@
+"""``model=hf`` on a CPU: a small BERT fine-tuned on 10,000 generated sentence pairs.
+
+Nothing is downloaded: the BERT is built from its configuration (4 layers, hidden size 256, the
+size of Google's "BERT-small"; random weights) with a WordPiece vocabulary over the generated
+words, and saved with ``save_pretrained`` -- the same files a hub model gives, so the backbone,
+its tokenizer and the recorder run exactly as with a pretrained model (the accuracy says nothing
+about a pretrained one). The train stage's fit (``fit_classifier`` with dynamics recorded) runs
+for ``--epochs`` epochs in three configurations, each in the same process:
+
+* float32, each example tokenised once (the default encoder);
+* float32, every batch tokenised afresh (the encoder's cache switched off): the saving;
+* ``trainer.precision=bf16-mixed``.
+
+Written to ``benchmarks/results/hf.md``: seconds per epoch, examples per second, how many
+examples the encoder tokenised, and the validation accuracy of the saved model.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_hf.py [--pairs 10000] [--epochs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(ROOT)]  # tests.helpers: the generated pairs and their words
+
+RESULTS = HERE / "results" / "hf.md"
+
+
+def small_bert(folder: Path) -> Path:
+    """A BERT-small-sized model (random weights) and a WordPiece tokenizer, saved locally."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    from tests.helpers import CUES, FILLERS, PAIR_CUES
+
+    folder.mkdir(parents=True, exist_ok=True)
+    words = sorted({*FILLERS, *(w for cues in CUES.values() for w in cues),
+                    *PAIR_CUES.values(), "."})
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    config = BertConfig(vocab_size=len(words) + 5, hidden_size=256, num_hidden_layers=4,
+                        num_attention_heads=4, intermediate_size=1024,
+                        max_position_embeddings=128, num_labels=3)
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+class _NoCache:
+    """Wraps the model's encoder so that every batch is tokenised afresh."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+
+    def __call__(self, batch):
+        self.encoder._cache.clear()
+        return self.encoder(batch)
+
+
+def run(name: str, prepared: Path, work: Path, overrides: list[str], epochs: int,
+        cache: bool) -> dict:
+    from datamap.models.hf import HFTransformer
+    from datamap.training.fit import fit_classifier
+    from tests.helpers import compose_cfg
+
+    cfg = compose_cfg(f"trainer.max_epochs={epochs}", *overrides)
+    encoders = []
+    original = HFTransformer.batch_encoder
+
+    def counted(self):
+        encoder = original(self)
+        encoders.append(encoder)
+        return encoder if cache else _NoCache(encoder)
+
+    HFTransformer.batch_encoder = counted
+    try:
+        started = time.perf_counter()
+        metrics = fit_classifier(cfg, prepared_dir=prepared, out_dir=work / name,
+                                 record_dynamics=True)
+        seconds = time.perf_counter() - started
+    finally:
+        HFTransformer.batch_encoder = original
+    train = metrics["train_examples"]
+    return {"name": name, "per_epoch": seconds / epochs, "rate": train * epochs / seconds,
+            "tokenised": sum(e.tokenised for e in encoders), "val_acc": metrics["val"]["accuracy"],
+            "train": train}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=10_000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    import torch
+
+    from datamap.data import TableSource
+    from datamap.data.prepare import prepare
+    from tests.helpers import pairs_frame
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="datamap-bench-hf-") as tmp:
+        work = Path(tmp)
+        pairs_frame(args.pairs, seed=3, dropped=0).to_json(work / "pairs.jsonl",
+                                                           orient="records", lines=True)
+        source = TableSource(train=str(work / "pairs.jsonl"), label_column="gold_label",
+                             text_columns=["sentence1", "sentence2"])
+        prepare(source.load(), work / "prepared", val=0.1, test=0.1, label_noise=0.05, seed=0)
+        bert = small_bert(work / "bert")
+        hf = ["model=hf", f"model.net.pretrained={bert}", "model.net.local_files_only=true",
+              "model.net.max_length=48", "data.datamodule.batch_size=32"]
+        for name, overrides, cache in (
+                ("float32, tokenised once", hf, True),
+                ("float32, tokenised every batch", hf, False),
+                ("bf16-mixed, tokenised once", [*hf, "trainer.precision=bf16-mixed"], True)):
+            rows.append(run(name.split(",")[0] + ("" if cache else "-nocache"), work / "prepared",
+                            work, overrides, args.epochs, cache) | {"label": name})
+            print(rows[-1], flush=True)
+    lines = [
+        "# `model=hf` on a CPU: a BERT-small-sized model on generated sentence pairs", "",
+        f"Command: `OMP_NUM_THREADS=1 python benchmarks/bench_hf.py --pairs {args.pairs} "
+        f"--epochs {args.epochs}`", "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}. "
+        f"{rows[0]['train']:,} training pairs (of {args.pairs:,}), 4 layers, hidden 256, "
+        "max_length 48, batch 32, dynamics recorded (train_pass). Random weights: the accuracy "
+        "is not a pretrained model's.", "",
+        "| configuration | s / epoch | pairs / s | examples tokenised | val accuracy |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['per_epoch']:.1f} | {r['rate']:.0f} | "
+                     f"{r['tokenised']:,} | {r['val_acc']:.3f} |")
+    tmp_out = args.out.with_suffix(".md.tmp")
+    tmp_out.write_text("\n".join(lines) + "\n")
+    tmp_out.replace(args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
