@@ -104,6 +104,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
+    from datamap.io import write_text
+
     if args.device == "gpu" and not torch.cuda.is_available():
         print("no CUDA device: the GPU path cannot be measured here", file=sys.stderr)
         sys.exit(1)
@@ -143,10 +145,7 @@ def main() -> None:
             f"{r.get('scores_s', float('nan')):.2f} s | {r['gpu_peak_mib']:.0f} MiB | "
             f"{r['val_acc']:.3f} | {r.get('examples', '-')} | {r.get('finite', '-')} | "
             f"{r.get('same_bytes_twice', '-')} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".md.tmp")
-    tmp_out.write_text("\n".join(lines) + "\n")
-    tmp_out.replace(args.out)
+    write_text(args.out, "\n".join(lines) + "\n")  # atomic, through a private temporary
     print(f"wrote {args.out}")
 
 

@@ -40,24 +40,10 @@ RESULTS = HERE / "results" / "hf.md"
 
 def small_bert(folder: Path) -> Path:
     """A BERT-small-sized model (random weights) and a WordPiece tokenizer, saved locally."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from tests.helpers import write_tiny_transformer
 
-    from tests.helpers import CUES, FILLERS, PAIR_CUES
-
-    folder.mkdir(parents=True, exist_ok=True)
-    words = sorted({*FILLERS, *(w for cues in CUES.values() for w in cues),
-                    *PAIR_CUES.values(), "."})
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
-    config = BertConfig(vocab_size=len(words) + 5, hidden_size=256, num_hidden_layers=4,
-                        num_attention_heads=4, intermediate_size=1024,
-                        max_position_embeddings=128, num_labels=3)
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return write_tiny_transformer(folder, hidden=256, layers=4, heads=4, intermediate=1024,
+                                  positions=128, num_labels=3)
 
 
 class _NoCache:
@@ -110,6 +96,7 @@ def main() -> None:
 
     from datamap.data import TableSource
     from datamap.data.prepare import prepare
+    from datamap.io import write_text
     from tests.helpers import pairs_frame
 
     rows = []
@@ -144,9 +131,7 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['label']} | {r['per_epoch']:.1f} | {r['rate']:.0f} | "
                      f"{r['tokenised']:,} | {r['val_acc']:.3f} |")
-    tmp_out = args.out.with_suffix(".md.tmp")
-    tmp_out.write_text("\n".join(lines) + "\n")
-    tmp_out.replace(args.out)
+    write_text(args.out, "\n".join(lines) + "\n")  # atomic, through a private temporary
     print(f"wrote {args.out}")
 
 

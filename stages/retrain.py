@@ -7,8 +7,8 @@ Each seed's fit goes to ``data/retrain/SPEC/seed_<seed>/`` (``model.ckpt``, ``me
 
 import hydra
 
-from datamap.data.options import flag, seed_list
 from datamap.callbacks.curves import TrainingCurves, write_mean_curves
+from datamap.data.options import flag, seed_list
 from datamap.layout import seed_dir
 from datamap.pipeline.stage import stage
 from datamap.selection.specs import selected_spec_names

@@ -362,9 +362,11 @@ def write_image_folder(root: Path, per_class: int = 40, splits=("train",), size:
     return root
 
 
-def write_tiny_transformer(folder: Path) -> Path:
-    """A tiny random BERT with a WordPiece tokenizer over the generated tasks' words, saved
-    with ``save_pretrained`` (no network)."""
+def write_tiny_transformer(folder: Path, hidden: int = 32, layers: int = 2, heads: int = 2,
+                           intermediate: int = 64, positions: int = 64,
+                           num_labels: int = 2) -> Path:
+    """A random BERT (tiny by default; the other arguments size it) with a WordPiece tokenizer
+    over the generated tasks' words, saved with ``save_pretrained`` (no network)."""
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -373,9 +375,10 @@ def write_tiny_transformer(folder: Path) -> Path:
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
     tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
-    config = BertConfig(vocab_size=len(words) + 5, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=64, num_labels=2)
+    config = BertConfig(vocab_size=len(words) + 5, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads,
+                        intermediate_size=intermediate,
+                        max_position_embeddings=positions, num_labels=num_labels)
     import torch
 
     torch.manual_seed(0)

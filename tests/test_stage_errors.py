@@ -62,8 +62,8 @@ def test_a_full_disk_is_one_line_naming_the_output_and_its_size(tmp_path, monkey
             handle.write(b"\0" * 4096)
         if failure == "errno":
             raise OSError(errno.ENOSPC, "No space left on device", str(where))
-        raise OSError(f"IOError: error writing bytes to file. Detail: [errno 28] No space left "
-                      f"on device")
+        raise OSError("IOError: error writing bytes to file. Detail: [errno 28] No space left "
+                      "on device")
 
     monkeypatch.setattr(pq, "write_table", fill_up)
     code, stderr = stage_in_process("prepare", cwd=tmp_path)

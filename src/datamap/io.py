@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datamap.errors import (
-    DatamapError,
     DataError,
+    DatamapError,
     DiskFullError,
     disk_full_cause,
     disk_full_error,

@@ -52,6 +52,8 @@ class TokenizerEncoder:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.pair = pair
+        # padding token arrays is what this encoder is for: no advice to tokenise instead
+        getattr(tokenizer, "deprecation_warnings", {})["Asking-to-pad-a-fast-tokenizer"] = True
         self._cache: dict[int, dict[str, Any]] = {}
         #: how many examples were tokenised (not taken from the cache), for tests and logs
         self.tokenised = 0
@@ -71,8 +73,6 @@ class TokenizerEncoder:
                 self._cache[ids[k]] = {key: np.asarray(values[j], dtype=np.int32)
                                        for key, values in encoded.items()}
             self.tokenised += len(missing)
-        # padding token arrays is what this encoder is for: no advice to tokenise instead
-        getattr(self.tokenizer, "deprecation_warnings", {})["Asking-to-pad-a-fast-tokenizer"] = True
         padded = self.tokenizer.pad([{key: value.tolist() for key, value in
                                       self._cache[example].items()} for example in ids],
                                     padding=True, return_tensors="pt")

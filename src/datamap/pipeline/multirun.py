@@ -51,9 +51,9 @@ def run_subset(cfg: DictConfig, inputs: Layout, outputs: Layout,
     """select -> retrain -> evaluate for the spec ``cfg.spec``, reading ``inputs`` (the
     cartography scores, the prepared data) and writing ``outputs`` (and ``job``, the job's
     :func:`job_description`, to its ``job.json``); returns the evaluation."""
+    from datamap.data.options import flag
     from datamap.evaluation.evaluate import evaluate_subsets
     from datamap.scoring.registry import register_configured
-    from datamap.data.options import flag
     from datamap.selection.specs import (
         check_selection,
         selected_spec_names,

@@ -23,8 +23,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from datamap.errors import datamap_cause, disk_full_cause, disk_full_error
-from datamap.pipeline.config import check_overrides_kept
 from datamap.layout import Layout
+from datamap.pipeline.config import check_overrides_kept
 
 log = logging.getLogger("datamap")
 

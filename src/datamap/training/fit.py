@@ -300,10 +300,9 @@ def fit_seeds(
     callbacks (:func:`datamap.callbacks.compose.without_media`); ``callbacks(seed_out)`` gives
     the extra callbacks of the fit writing into ``seed_out``. Returns each seed's metrics."""
     from datamap.callbacks.compose import without_media
+    from datamap.data.options import seed_list
     from datamap.io import atomic_path
     from datamap.layout import seed_dir
-
-    from datamap.data.options import seed_list
 
     seeds = seed_list(seeds, key)
     cfg = cfg.copy()
