@@ -85,6 +85,27 @@ def resume_checkpoint(checkpoint_dir: Path, resume: bool | str | None,
     return str(path)
 
 
+def _drop_checkpoints_after(checkpoint_dir: Path, ckpt_path: str) -> None:
+    """Remove the checkpoint files the resume checkpoint does not know of: a run killed after
+    saving a new best ``epoch_NNN.ckpt`` but before ``last.ckpt`` leaves a file that the
+    resumed run's checkpoint callback never tracks (so never replaces), and the outs would
+    differ from an uninterrupted run's."""
+    import torch
+
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    known = {Path(ckpt_path).name}
+    for callback_state in (state.get("callbacks") or {}).values():
+        if not isinstance(callback_state, dict):
+            continue
+        for key in ("best_model_path", "last_model_path", "kth_best_model_path"):
+            if callback_state.get(key):
+                known.add(Path(str(callback_state[key])).name)
+        known.update(Path(str(p)).name for p in (callback_state.get("best_k_models") or {}))
+    for path in checkpoint_dir.glob("*.ckpt"):
+        if path.name not in known:
+            path.unlink()
+
+
 def prepare_checkpoint_dir(checkpoint_dir: Path, ckpt_path: str | None,
                             fingerprint: str) -> None:
     """Rank 0: clear the directory unless resuming from a checkpoint inside it; mark the run."""
@@ -96,6 +117,8 @@ def prepare_checkpoint_dir(checkpoint_dir: Path, ckpt_path: str | None,
     if not inside and checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)  # a fresh run must not see an earlier run's files
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    if inside:
+        _drop_checkpoints_after(checkpoint_dir, ckpt_path)
     parts = Path(ckpt_path).parent / "dynamics" if ckpt_path is not None else None
     if not inside and parts is not None and parts.is_dir():
         # resuming a checkpoint kept elsewhere: its completed epochs' dynamics come along
