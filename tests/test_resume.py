@@ -247,14 +247,15 @@ def test_last_every_n_epochs_must_be_positive():
 # the real train stage, killed with SIGKILL
 
 
-def _stage(cwd, *overrides):
+def _stage(cwd, *overrides, pythonpath_first: Path | None = None):
     """``python -m stages.train`` as dvc.yaml runs it, in ``cwd`` (not waited for)."""
     import subprocess
     import sys
 
     from .helpers import ROOT, subprocess_env
 
-    env = subprocess_env(PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore::FutureWarning")
+    path = os.pathsep.join(str(p) for p in (pythonpath_first, ROOT) if p is not None)
+    env = subprocess_env(PYTHONPATH=path, PYTHONWARNINGS="ignore::FutureWarning")
     return subprocess.Popen(
         [sys.executable, "-m", "stages.train", "hydra.run.dir=.", "hydra.output_subdir=null",
          "hydra/job_logging=stdout", "hydra/hydra_logging=none", *STAGE_OVERRIDES, *overrides],
@@ -275,20 +276,81 @@ def _outs(cwd: Path) -> dict[str, bytes]:
     return files
 
 
+@pytest.fixture(scope="module")
+def uninterrupted_stage(digits_prepared, tmp_path_factory):
+    """The train stage's outs of a run nobody killed."""
+    cwd = tmp_path_factory.mktemp("stage") / "uninterrupted"
+    shutil.copytree(digits_prepared, cwd / "data" / "prepared")
+    done = _stage(cwd)
+    assert done.wait(timeout=600) == 0, done.stdout.read()
+    return _outs(cwd)
+
+
+#: Moments a test kills the train stage at, exactly: hooks of ModelCheckpoint patched from
+#: outside the run (a sitecustomize on PYTHONPATH), so that its configuration -- and so whether
+#: it may be resumed -- is the uninterrupted run's.
+KILL_POINTS = {
+    # epoch 2's checkpoints are taken, its training-epoch log rows not yet logged
+    "after_the_checkpoint": ("on_train_epoch_end", "trainer.current_epoch == 2"),
+    # in the middle of epoch 3's batches
+    "mid_epoch": ("on_train_batch_end", "trainer.current_epoch == 3 and args[-1] == 3"),
+}
+
+_KILLER = """
+import os, signal
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+_original = ModelCheckpoint.{hook}
+
+def _kill_at_the_moment(self, trainer, *args):
+    _original(self, trainer, *args)
+    if {condition}:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+ModelCheckpoint.{hook} = _kill_at_the_moment
+"""
+
+
+def _resume_and_compare(killed: Path, expected: dict[str, bytes]) -> None:
+    assert not (killed / "data/train/model.ckpt").exists()
+    resumed = _stage(killed, "resume=true")
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output
+    assert "resuming from" in output
+    got = _outs(killed)
+    # logs/ too: the resumed run continues the killed run's logs (kept next to the
+    # checkpoints), with the rows of the epochs it redoes logged once
+    assert any(name.endswith("logs/csv/metrics.csv") for name in expected)
+    assert sorted(got) == sorted(expected)
+    assert [name for name in expected if got[name] != expected[name]] == []
+
+
 @pytest.mark.slow
-def test_sigkill_mid_run_then_resume_gives_every_out_byte_equal(digits_prepared, tmp_path):
+@pytest.mark.parametrize("moment", sorted(KILL_POINTS))
+def test_sigkill_at_a_given_moment_then_resume_gives_every_out_byte_equal(
+        digits_prepared, uninterrupted_stage, tmp_path, moment):
+    import signal
+
+    killed = tmp_path / "killed"
+    shutil.copytree(digits_prepared, killed / "data" / "prepared")
+    hook, condition = KILL_POINTS[moment]
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(_KILLER.format(hook=hook, condition=condition))
+    process = _stage(killed, pythonpath_first=inject)
+    output = process.communicate(timeout=600)[0]
+    assert process.returncode == -signal.SIGKILL, output
+    _resume_and_compare(killed, uninterrupted_stage)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_gives_every_out_byte_equal(digits_prepared,
+                                                                 uninterrupted_stage, tmp_path):
     import signal
     import time
 
-    runs = {}
-    for name in ("uninterrupted", "killed"):
-        cwd = tmp_path / name
-        shutil.copytree(digits_prepared, cwd / "data" / "prepared")
-        runs[name] = cwd
-    done = _stage(runs["uninterrupted"])
-    assert done.wait(timeout=600) == 0, done.stdout.read()
-
-    killed = runs["killed"]
+    killed = tmp_path / "killed"
+    shutil.copytree(digits_prepared, killed / "data" / "prepared")
     process = _stage(killed)
     # kill -9 once epoch 2's dynamics are stored: wherever in epoch 3 (or its checkpoint) that is
     part = killed / "data/train/checkpoints/dynamics/train/epoch_00002.arrow"
@@ -298,15 +360,4 @@ def test_sigkill_mid_run_then_resume_gives_every_out_byte_equal(digits_prepared,
     assert process.poll() is None, "the run finished before it could be killed"
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
-    assert not (killed / "data/train/model.ckpt").exists()
-
-    resumed = _stage(killed, "resume=true")
-    output = resumed.communicate(timeout=600)[0]
-    assert resumed.returncode == 0, output
-    assert "resuming from" in output
-    expected, got = _outs(runs["uninterrupted"]), _outs(killed)
-    # logs/ too: the resumed run continues the killed run's logs (kept next to the
-    # checkpoints), with the rows of the epochs it redoes logged once
-    assert any(name.endswith("logs/csv/metrics.csv") for name in expected)
-    assert sorted(got) == sorted(expected)
-    assert [name for name in expected if got[name] != expected[name]] == []
+    _resume_and_compare(killed, uninterrupted_stage)

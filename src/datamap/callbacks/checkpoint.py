@@ -5,11 +5,20 @@ top-k checkpoint: after the best epoch, ``last.ckpt`` stops moving. A run killed
 whose best epoch was 32 then resumed from epoch 32 and redid 60 epochs. This subclass writes
 ``last.ckpt`` every ``last_every_n_epochs`` epochs as well, whatever the monitor says, so a
 resumed run loses at most that many epochs. The best checkpoint is chosen exactly as before.
+
+Checkpoints are *taken* when ``ModelCheckpoint`` takes them (the end of validation) but
+*written* -- and the files they replace removed -- once the epoch is over and every logger's rows
+of it are on disk (the next epoch's start, or the end of training). Lightning logs an epoch's
+training-epoch metrics after the checkpoint hooks, so a checkpoint written at once could be on
+disk without that epoch's last log rows: a run killed in between resumed from it and never
+logged them. Written later, a checkpoint never gets ahead of the logs; a kill before it is
+written resumes from the one before and redoes the epoch.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from weakref import proxy
 
 import pytorch_lightning as pl
 import torch
@@ -36,12 +45,17 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     def __init__(self, dirpath: str | None = None, last_every_n_epochs: int = 1,
                  **kwargs: Any) -> None:
+        if kwargs.get("save_last") == "link":
+            raise ConfigError("callbacks.model_checkpoint.save_last must be true or false: "
+                              "'link' would point at a checkpoint not written yet")
         if isinstance(last_every_n_epochs, bool) or not isinstance(last_every_n_epochs, int) \
                 or last_every_n_epochs < 1:
             raise ConfigError("callbacks.model_checkpoint.last_every_n_epochs must be a positive "
                               f"number of epochs, got {last_every_n_epochs!r}; e.g. 1")
         super().__init__(dirpath=dirpath, **kwargs)
         self.last_every_n_epochs = last_every_n_epochs
+        #: ("save", path, checkpoint) and ("remove", path, None), in the order they were asked
+        self._pending: list[tuple[str, str, dict[str, Any] | None]] = []
 
     def state_dict(self) -> dict[str, Any]:
         # Every tensor its own copy: ModelCheckpoint's scores share one tensor in a run that
@@ -75,3 +89,47 @@ class ResumableCheckpoint(ModelCheckpoint):
         super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer):
             self._save_latest(trainer)
+
+    # -- taken now, written once the epoch's logs are on disk (see the module docstring) ------
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        # the state of this moment, as Trainer.save_checkpoint would dump it: nothing changes
+        # the model or the optimizer before the pending writes run (the next epoch's start)
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
+        self._pending.append(("save", filepath, checkpoint))
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+
+    def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        # after the checkpoint that supersedes it is written, never before
+        self._pending.append(("remove", filepath, None))
+
+    def _write_pending(self, trainer: pl.Trainer) -> None:
+        if not self._pending:
+            return
+        for logger in trainer.loggers:
+            logger.save()  # the epoch's rows first: a checkpoint never gets ahead of the logs
+        pending, self._pending = self._pending, []
+        for action, filepath, checkpoint in pending:
+            if action == "remove":
+                super()._remove_checkpoint(trainer, filepath)
+                continue
+            trainer.strategy.save_checkpoint(checkpoint, filepath)
+            trainer.strategy.barrier("ResumableCheckpoint._write_pending")
+            if trainer.is_global_zero:
+                for logger in trainer.loggers:
+                    logger.after_save_checkpoint(proxy(self))
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self._write_pending(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._write_pending(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        # what was taken before the failure is a finished epoch's: keep it for a resume
+        super().on_exception(trainer, pl_module, exception)
+        self._write_pending(trainer)
