@@ -361,3 +361,10 @@ def test_sigkill_mid_run_then_resume_gives_every_out_byte_equal(digits_prepared,
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
     _resume_and_compare(killed, uninterrupted_stage)
+
+
+def test_save_last_link_is_refused():
+    from datamap.callbacks.checkpoint import ResumableCheckpoint
+
+    with pytest.raises(ConfigError, match="save_last must be true or false"):
+        ResumableCheckpoint(save_last="link")

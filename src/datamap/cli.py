@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
-from datamap.errors import DatamapError
+from datamap.errors import ConfigError, DatamapError
 
 log = logging.getLogger("datamap")
 
@@ -105,27 +106,31 @@ _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def _scores(args: argparse.Namespace) -> int:
-    from datamap.io import write_parquet
-    from datamap.scoring.regions import REGIONS
-    from datamap.scoring.scores import compute_scores, scores_table
+    import pyarrow as pa
+
+    from datamap.scoring.streaming import write_scores_of
 
     regions: dict[str, object] = {"rule": args.region_rule}
     for key, _, _ in _REGION_OPTIONS:
         value = getattr(args, key)
         if value is not None:
             regions[key] = value
-    scores = compute_scores(
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, not {args.threads}")
+        # Arrow sizes its decoding pool by OMP_NUM_THREADS, often set to 1 for torch's sake
+        pa.set_cpu_count(args.threads)
+    written = write_scores_of(
         args.dynamics,
+        args.output,
         burn_out=args.burn_out,
         include_ci=args.include_ci,
         el2n_epochs=None if args.el2n_epochs == 0 else args.el2n_epochs,
         regions=regions,
     )
-    write_parquet(args.output, scores_table(scores))
-    counts = scores["region"].value_counts()
-    shares = ", ".join(f"{r} {counts.get(r, 0) / len(scores):.1%}" for r in REGIONS)
-    print(f"wrote {args.output}: {len(scores)} examples over {scores.attrs['records']} "
-          f"record(s) ({shares})")
+    n = written["examples"]
+    shares = ", ".join(f"{r} {c / n:.1%}" for r, c in written["regions"].items())
+    print(f"wrote {args.output}: {n} examples over {written['records']} record(s) ({shares})")
     return 0
 
 
@@ -169,7 +174,8 @@ def _register_scores_commands(sub: argparse._SubParsersAction) -> None:
         "scores",
         help="cartography scores of a dynamics table (any split) -> scores.parquet",
         description="Compute every registered score (`datamap list-scores`) and the region of "
-        "every example of a dynamics table, read in chunks of ids.",
+        "every example of a dynamics table, read and written a block of ids at a time: memory "
+        "does not grow with the number of examples.",
     )
     p.add_argument("dynamics", help="dynamics Parquet file (e.g. data/train/dynamics.parquet)")
     p.add_argument("output", help="scores Parquet file to write")
@@ -185,6 +191,9 @@ def _register_scores_commands(sub: argparse._SubParsersAction) -> None:
                    "fixed thresholds)")
     for name, rule, what in _REGION_OPTIONS:
         p.add_argument(f"--{name}", type=float, default=None, help=f"{rule} rule: {what}")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                   help="threads decoding the dynamics (default: the cores this process may "
+                   "use, whatever OMP_NUM_THREADS says)")
     p.set_defaults(func=_scores)
 
     p = sub.add_parser(
@@ -342,7 +351,6 @@ def _plan(args: argparse.Namespace) -> int:
 
     from omegaconf import OmegaConf
 
-    from datamap.errors import ConfigError
     from datamap.selection.plan import plan_from_config
 
     params = Path(args.params)

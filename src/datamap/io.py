@@ -162,17 +162,20 @@ def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
         fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
 
 
+#: The options of every Parquet file datamap writes: fixed, so identical input gives identical
+#: bytes (Parquet files hold no timestamps).
+PARQUET_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "use_dictionary": False,
+    "write_statistics": True,
+    "store_schema": True,
+}
+
+
 def write_parquet(path: str | os.PathLike, table: pa.Table) -> None:
     """Write a Parquet file byte-identically for identical input (no timestamps, fixed options)."""
     with atomic_path(path) as tmp:
-        pq.write_table(
-            table,
-            tmp,
-            compression="zstd",
-            use_dictionary=False,
-            write_statistics=True,
-            store_schema=True,
-        )
+        pq.write_table(table, tmp, **PARQUET_OPTIONS)
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pandas as pd
 from datamap.data.corrections import read_applied_corrections, summary_counts
 from datamap.data.splits import read_meta, read_split
 from datamap.errors import DataError
-from datamap.io import atomic_path, staged_outputs, write_json, write_parquet
+from datamap.io import atomic_path, staged_outputs, write_json
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def run_cartography(
     from datamap.cartography.review import last_predictions, review_queue, with_inputs
     from datamap.scoring.noise import noise_detection
     from datamap.scoring.regions import REGIONS, describe_rule, regions_rule
-    from datamap.scoring.scores import compute_scores, scores_table
+    from datamap.scoring.scores import compute_scores, write_scores
 
     out_dir = Path(out_dir)
     page_options = html_options(cfg.get("html"))
@@ -104,7 +104,7 @@ def run_cartography(
     # every output into one staging directory, moved into place only when all are written: a
     # failure anywhere leaves the previous outputs (or none), never some of each
     with staged_outputs(out_dir) as staging:
-        write_parquet(staging / "scores.parquet", scores_table(scores))
+        write_scores(staging / "scores.parquet", scores)
         title = f"Data map of the training set ({epochs} epochs)"
         max_points = int(cfg.get("max_points", 50_000))
         plot_data_map(scores, staging / "data_map.png", title=title, max_points=max_points,

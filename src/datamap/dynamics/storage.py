@@ -10,12 +10,14 @@ tools) are still read, validated and scored, just in one piece.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -34,22 +36,16 @@ from datamap.dynamics.schema import (
     validated_order,
 )
 from datamap.errors import DataError
-from datamap.io import atomic_path, open_parquet, read_parquet
+from datamap.io import PARQUET_OPTIONS, atomic_path, open_parquet, read_parquet
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Ids per Parquet row group within one (epoch, record) slot (see the module docstring).
 ROW_GROUP_IDS = 1 << 18
 #: Target number of rows (ids x records) held in memory at once when reading in chunks.
 CHUNK_ROWS = 1 << 22
 
-# Same options as datamap.io.write_parquet: byte-identical output for identical input.
-_PARQUET_OPTIONS: dict[str, Any] = {
-    "compression": "zstd",
-    "use_dictionary": False,
-    "write_statistics": True,
-    "store_schema": True,
-}
 _HINT = "run the train stage (or `datamap import-dynamics`) to produce it"
 
 
@@ -86,7 +82,7 @@ class DynamicsWriter:
         self._ctx = atomic_path(self.path)
         tmp = self._ctx.__enter__()
         try:
-            self._writer = pq.ParquetWriter(tmp, self.schema, **_PARQUET_OPTIONS)
+            self._writer = pq.ParquetWriter(tmp, self.schema, **PARQUET_OPTIONS)
         except BaseException as exc:
             self._ctx.__exit__(type(exc), exc, exc.__traceback__)
             raise
@@ -260,14 +256,41 @@ class DynamicsSource:
         *,
         epochs: int | None = None,
         chunk_rows: int = CHUNK_ROWS,
+        aligned: bool = False,
     ) -> Iterator[DynamicsChunk]:
         """Yield :class:`DynamicsChunk` objects covering every id once, in id order.
 
         ``columns``: value columns to load as grids (e.g. ``("p_gold", "pred")``); ``epochs``:
         keep only the first ``epochs`` epochs (None: all); ``chunk_rows``: target ids x slots per
-        chunk, which bounds the memory a chunk needs.
+        chunk, which bounds the memory a chunk needs. ``aligned=True`` trusts the file's layout
+        for the ids and gold labels -- read from the first slot only, their alignment across
+        slots unchecked; the values are still checked -- for a first pass whose results a
+        later, checked pass over the same chunks confirms (the same ``epochs`` and
+        ``chunk_rows`` give the same chunks).
         """
         raise NotImplementedError
+
+
+def prefetched(items: Iterator[T]) -> Iterator[T]:
+    """``items``, each produced on a worker thread while the caller works on the one before (a
+    chunk is read and decoded -- which releases the GIL -- while the last one is reduced).
+    Errors surface where the item would have; leaving early closes ``items``."""
+    done = object()
+    with ThreadPoolExecutor(1, thread_name_prefix="datamap-read") as worker:
+        upcoming = worker.submit(next, items, done)
+        try:
+            while True:
+                item = upcoming.result()
+                if item is done:
+                    return
+                upcoming = worker.submit(next, items, done)
+                yield item
+        finally:
+            with contextlib.suppress(BaseException):
+                upcoming.result()  # a generator cannot be closed while it runs
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
 
 
 def open_dynamics(source: pa.Table | str | os.PathLike, name: str | None = None) -> DynamicsSource:
@@ -304,7 +327,8 @@ class _TableSource(DynamicsSource):
         self.n_ids = ids_per_slot(table)
         self.n_epochs = table.num_rows // self.n_ids // self.records_per_epoch
 
-    def chunks(self, columns, *, epochs=None, chunk_rows=CHUNK_ROWS):
+    def chunks(self, columns, *, epochs=None, chunk_rows=CHUNK_ROWS, aligned=False):
+        # validated whole when opened: `aligned` has nothing to skip
         n_slots = (min(epochs, self.n_epochs) if epochs else self.n_epochs)
         n_slots *= self.records_per_epoch
         n = self.n_ids
@@ -393,7 +417,23 @@ class _FileSource(DynamicsSource):
             )
         return cls(path, pf, meta, n_epochs, records, [p[0] for p in pattern])
 
-    def chunks(self, columns, *, epochs=None, chunk_rows=CHUNK_ROWS):
+    def _grids(self, groups: list[int], columns: Sequence[str],
+               n_slots: int) -> dict[str, np.ndarray]:
+        """The ``columns`` of row groups ``groups`` (``n_slots`` slots' worth) as [slot, id]
+        grids (copies: the Arrow buffers are freed before the next read)."""
+        if not columns:
+            return {}
+        try:
+            t = self.pf.read_row_groups(groups, columns=list(columns), use_threads=True)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{self.path}: cannot read row groups ({exc})") from exc
+        n = t.num_rows // n_slots
+        for name in columns:
+            if t.column(name).null_count:
+                raise DataError(f"{self.path}: column {name!r} has missing values")
+        return {name: t.column(name).to_numpy().reshape(n_slots, n) for name in columns}
+
+    def chunks(self, columns, *, epochs=None, chunk_rows=CHUNK_ROWS, aligned=False):
         n_epochs = min(epochs, self.n_epochs) if epochs else self.n_epochs
         n_slots = n_epochs * self.records_per_epoch
         n_groups = len(self.group_rows)
@@ -406,26 +446,28 @@ class _FileSource(DynamicsSource):
                 rows = 0
             batches[-1].append(j)
             rows += g
-        wanted = list(dict.fromkeys(["id", "epoch", "record", "gold", *columns]))
+        keys = ["id", "gold"] if aligned else ["id", "epoch", "record", "gold"]
+        wanted = list(dict.fromkeys([*keys, *columns]))
         expect_slot = np.arange(n_slots)
         prev_last: int | None = None
         for js in batches:
             groups = [s * n_groups + j for s in range(n_slots) for j in js]
-            try:
-                t = self.pf.read_row_groups(groups, columns=wanted, use_threads=True)
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise DataError(f"{self.path}: cannot read row groups ({exc})") from exc
-            n = t.num_rows // n_slots
-            for name in wanted:
-                if t.column(name).null_count:
-                    raise DataError(f"{self.path}: column {name!r} has missing values")
-            grid = {name: t.column(name).to_numpy().reshape(n_slots, n) for name in wanted}
-            del t  # the grids are copies: free the Arrow buffers before the next read
+            if aligned:
+                grid = {**self._grids(js, keys, 1), **self._grids(groups, columns, n_slots)}
+            else:
+                grid = self._grids(groups, wanted, n_slots)
+            ids = grid["id"][0]
+            if aligned:
+                for name in columns:
+                    check_values(name, grid[name], ids, str(self.path))
+                yield DynamicsChunk(ids=ids, gold=grid["gold"][0],
+                                    values={c: grid[c] for c in columns},
+                                    records_per_epoch=self.records_per_epoch)
+                continue
             slot = grid["epoch"].astype(np.int64) * self.records_per_epoch + grid["record"]
             if (slot != expect_slot[:, None]).any():
                 raise DataError(f"{self.path}: row-group statistics disagree with the epoch and "
                                 "record columns; rewrite it with write_dynamics")
-            ids = grid["id"][0]
             if (np.diff(ids) <= 0).any() or (prev_last is not None and ids[0] <= prev_last):
                 pos = np.flatnonzero(np.diff(ids) <= 0)
                 bad = int(ids[pos[0] + 1]) if len(pos) else int(ids[0])

@@ -4,6 +4,7 @@ noise detection.
 The notebook-facing API, loaded from its modules on first use (see ``datamap.data``)::
 
     from datamap.scoring import compute_scores, scores_from_logits, register_score, Score
+    from datamap.scoring import write_scores_of  # any size, memory independent of it
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ _EXPORTS = {
     "scores_schema": _SCORES,
     "scores_table": _SCORES,
     "read_scores": _SCORES,
+    "write_scores": _SCORES,
+    "ScoringPass": _SCORES,
+    "write_scores_of": "datamap.scoring.streaming",
     "EASY": _REGIONS,
     "AMBIGUOUS": _REGIONS,
     "HARD": _REGIONS,

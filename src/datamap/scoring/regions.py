@@ -8,13 +8,15 @@ config: ``hard_to_learn``); sweep spec names abbreviate the key (``hard_25``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from datamap.errors import ConfigError
+from datamap.scoring.radix import Cut, first_k, float_keys, int_keys
 
 EASY = "easy-to-learn"
 AMBIGUOUS = "ambiguous"
@@ -80,19 +82,71 @@ def region_spec(regions: Mapping[str, Any] | None = None) -> tuple[str, dict[str
 def region_codes(conf: np.ndarray, var: np.ndarray, ids: np.ndarray, rule: str,
                   params: Mapping[str, float]) -> np.ndarray:
     """int8 codes into :data:`REGIONS` (0 easy, 1 ambiguous, 2 hard)."""
-    n = len(conf)
     if rule == "threshold":
-        codes = np.where(conf >= params["confidence"], 0, 2).astype(np.int8)
-        codes[var >= params["variability"]] = 1
-        return codes
-    codes = np.zeros(n, dtype=np.int8)
-    k_amb = min(n, round(params["ambiguous"] * n))
-    by_var = np.lexsort((ids, -var))  # highest variability first, ties by id
-    codes[by_var[:k_amb]] = 1
-    rest = by_var[k_amb:]
-    k_hard = min(len(rest), round(params["hard"] * n))
-    by_conf = rest[np.lexsort((ids[rest], conf[rest]))]  # lowest confidence first
-    codes[by_conf[:k_hard]] = 2
+        return threshold_codes(conf, var, params)
+    keys = RegionKeys.of(conf, var, ids)
+    cuts = quantile_cuts(lambda: [keys], len(keys.ids), params)
+    return quantile_codes(keys, cuts)
+
+
+def threshold_codes(conf: np.ndarray, var: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
+    """int8 region codes of the threshold rule (each example on its own scores)."""
+    codes = np.where(conf >= params["confidence"], 0, 2).astype(np.int8)
+    codes[var >= params["variability"]] = 1
+    return codes
+
+
+@dataclass(frozen=True)
+class RegionKeys:
+    """The quantile rule's sort keys of a block of examples (:mod:`datamap.scoring.radix`):
+    ``variability`` ordering highest first, ``confidence`` lowest first, ``ids`` for ties."""
+
+    variability: np.ndarray
+    confidence: np.ndarray
+    ids: np.ndarray
+
+    @classmethod
+    def of(cls, conf: np.ndarray, var: np.ndarray, ids: np.ndarray) -> RegionKeys:
+        return cls(float_keys(var, descending=True), float_keys(conf), int_keys(ids))
+
+    def equals(self, other: RegionKeys) -> bool:
+        return all(np.array_equal(getattr(self, f), getattr(other, f))
+                   for f in ("variability", "confidence", "ids"))
+
+
+#: The two cuts of the quantile rule: the last ambiguous example, and the last hard-to-learn
+#: one among the others (None: the region is empty).
+QuantileCuts = tuple[Cut | None, Cut | None]
+
+
+def quantile_cuts(passes: Callable[[], Iterable[RegionKeys]], n: int,
+                  params: Mapping[str, float]) -> QuantileCuts:
+    """Where the quantile rule cuts ``n`` examples whose keys every ``passes()`` call yields
+    (block by block): exact, in memory independent of ``n`` (:func:`radix.first_k`)."""
+    n_ambiguous = min(n, round(params["ambiguous"] * n))
+    ambiguous = first_k(lambda: ((k.variability, k.ids) for k in passes()), n_ambiguous)
+
+    def others() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for k in passes():
+            if ambiguous is None:
+                yield k.confidence, k.ids
+            else:
+                keep = ~ambiguous.takes(k.variability, k.ids)
+                yield k.confidence[keep], k.ids[keep]
+
+    hard = first_k(others, min(n - n_ambiguous, round(params["hard"] * n)))
+    return ambiguous, hard
+
+
+def quantile_codes(keys: RegionKeys, cuts: QuantileCuts) -> np.ndarray:
+    """int8 region codes of one block of examples under the quantile rule's ``cuts``."""
+    ambiguous_cut, hard_cut = cuts
+    codes = np.zeros(len(keys.ids), dtype=np.int8)
+    ambiguous = (np.zeros(len(codes), dtype=bool) if ambiguous_cut is None
+                 else ambiguous_cut.takes(keys.variability, keys.ids))
+    codes[ambiguous] = 1
+    if hard_cut is not None:
+        codes[~ambiguous & hard_cut.takes(keys.confidence, keys.ids)] = 2
     return codes
 
 

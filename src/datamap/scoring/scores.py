@@ -52,17 +52,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from datamap.dynamics.storage import CHUNK_ROWS, open_dynamics
+from datamap.dynamics.storage import CHUNK_ROWS, DynamicsSource, open_dynamics, prefetched
 from datamap.dynamics.values import per_example_values
 from datamap.errors import ConfigError, DataError
-from datamap.io import read_parquet
+from datamap.io import PARQUET_OPTIONS, atomic_path, read_parquet
 from datamap.scoring.regions import REGIONS, region_codes, region_spec
 from datamap.scoring.registry import (
     EL2N_EPOCHS,
@@ -109,6 +112,83 @@ def _positive_int(value: Any, name: str) -> int | None:
 # whole tables
 
 
+@dataclass
+class ScoringPass:
+    """Scores of a dynamics table block by block: the options checked, the registry read once.
+
+    ``blocks()`` reads the table a range of ids at a time and yields ``(ids, gold, values)``
+    with one array per registered score (or per score in ``only``); the same options and
+    ``chunk_rows`` always give the same blocks. ``attrs``: the options and the records used
+    (the scores table's metadata). Built by :meth:`open`.
+    """
+
+    source: DynamicsSource
+    kept: int
+    early: int
+    include_ci: bool
+    rule: str
+    params: dict[str, float]
+    scores: tuple[Score, ...]
+    chunk_rows: int
+    attrs: dict[str, Any]
+
+    @classmethod
+    def open(cls, dynamics: pa.Table | str | os.PathLike, *, burn_out: int | None = None,
+             include_ci: bool = False, el2n_epochs: int | None = EL2N_EPOCHS,
+             regions: Mapping[str, Any] | None = None,
+             chunk_rows: int = CHUNK_ROWS) -> ScoringPass:
+        """Check the options and open ``dynamics`` (see :func:`compute_scores`)."""
+        burn_out = _positive_int(burn_out, "burn_out")
+        el2n_epochs = _positive_int(el2n_epochs, "el2n_epochs")
+        rule, params = region_spec(regions)
+        source = open_dynamics(dynamics)
+        kept = source.n_epochs if burn_out is None else min(burn_out, source.n_epochs)
+        early = kept if el2n_epochs is None else min(el2n_epochs, kept)
+        rpe = source.records_per_epoch
+        attrs = {
+            "split": source.meta.split,
+            "mode": source.meta.mode,
+            "epochs": kept,
+            "records_per_epoch": rpe,
+            "records": kept * rpe,
+            "burn_out": burn_out,
+            "include_ci": bool(include_ci),
+            "el2n_epochs": early,
+            "regions": {"rule": rule, **params},
+        }
+        return cls(source, kept, early, bool(include_ci), rule, params,
+                   all_scores(),  # one snapshot of the registry for the whole table
+                   int(chunk_rows), attrs)
+
+    @property
+    def n(self) -> int:
+        return self.source.n_ids
+
+    def blocks(self, only: tuple[str, ...] | None = None
+               ) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
+        """``(ids, gold, {score: values})`` per block of ids, in id order. ``only``: just these
+        scores, from a first pass that reads only what they need and trusts the layout for the
+        ids (a later full pass checks them: see ``aligned`` in
+        :meth:`~datamap.dynamics.storage.DynamicsSource.chunks`)."""
+        scores = self.scores if only is None else tuple(s for s in self.scores
+                                                         if s.name in only)
+        needed = [c for c in OPTIONAL_INPUTS if any(c in s.needs for s in scores)]
+        rpe = self.source.records_per_epoch
+        columns = ["p_gold", *needed] if only is not None else ["p_gold", "pred", *needed]
+        chunks = self.source.chunks(columns, epochs=self.kept, chunk_rows=self.chunk_rows,
+                                    aligned=only is not None)
+        for chunk in prefetched(chunks):
+            v = chunk.values
+            inputs = ScoreInputs(
+                v["p_gold"].T, v["pred"].T if "pred" in v else None, chunk.gold,
+                include_ci=self.include_ci,
+                # [slots, n] grids, epoch-major: the first `early` epochs are the first rows
+                **{c: v[c][: self.early * rpe].T if c == "el2n" else v[c].T for c in needed},
+            )
+            yield chunk.ids, chunk.gold, _reduce_block(scores, inputs)
+            del chunk, v, inputs  # release this chunk before the next one is read
+
+
 def compute_scores(
     dynamics: pa.Table | str | os.PathLike,
     *,
@@ -130,52 +210,26 @@ def compute_scores(
     Returns a DataFrame with columns :func:`score_columns` (each registered score with its
     registered dtype); ``attrs`` record the options and the number of records used. Raises
     :class:`~datamap.errors.DataError` for a malformed table and
-    :class:`~datamap.errors.ConfigError` for bad options.
+    :class:`~datamap.errors.ConfigError` for bad options. To write the scores of a table larger
+    than memory, use :func:`datamap.scoring.streaming.write_scores_of` instead.
     """
-    burn_out = _positive_int(burn_out, "burn_out")
-    el2n_epochs = _positive_int(el2n_epochs, "el2n_epochs")
-    rule, params = region_spec(regions)
-    source = open_dynamics(dynamics)
-    kept = source.n_epochs if burn_out is None else min(burn_out, source.n_epochs)
-    early = kept if el2n_epochs is None else min(el2n_epochs, kept)
-    rpe = source.records_per_epoch
-    n = source.n_ids
-
-    scores = all_scores()  # one snapshot of the registry for the whole table
-    needed = [c for c in OPTIONAL_INPUTS if any(c in s.needs for s in scores)]
+    scoring = ScoringPass.open(dynamics, burn_out=burn_out, include_ci=include_ci,
+                               el2n_epochs=el2n_epochs, regions=regions, chunk_rows=chunk_rows)
+    n = scoring.n
     ids = np.empty(n, dtype=np.int64)
     gold = np.empty(n, dtype=np.int64)
-    out = {s.name: np.empty(n, dtype=s.dtype) for s in scores}
+    out = {s.name: np.empty(n, dtype=s.dtype) for s in scoring.scores}
     pos = 0
-    for chunk in source.chunks(["p_gold", "pred", *needed], epochs=kept, chunk_rows=chunk_rows):
-        v = chunk.values
-        m = len(chunk.ids)
-        inputs = ScoreInputs(
-            v["p_gold"].T, v["pred"].T, chunk.gold, include_ci=include_ci,
-            # [slots, n] grids, epoch-major: the first `early` epochs are the first rows
-            **{c: v[c][: early * rpe].T if c == "el2n" else v[c].T for c in needed},
-        )
-        block = _reduce_block(scores, inputs)
-        ids[pos:pos + m] = chunk.ids
-        gold[pos:pos + m] = chunk.gold
+    for block_ids, block_gold, block in scoring.blocks():
+        m = len(block_ids)
+        ids[pos:pos + m] = block_ids
+        gold[pos:pos + m] = block_gold
         for name, values in block.items():
             out[name][pos:pos + m] = values
         pos += m
-        del chunk, v, inputs, block  # release this chunk before the next one is read
     if pos != n:  # defensive: the sources guarantee it
-        raise DataError(f"{source.source}: read {pos} ids, expected {n}")
-    attrs = {
-        "split": source.meta.split,
-        "mode": source.meta.mode,
-        "epochs": kept,
-        "records_per_epoch": rpe,
-        "records": kept * rpe,
-        "burn_out": burn_out,
-        "include_ci": bool(include_ci),
-        "el2n_epochs": early,
-        "regions": {"rule": rule, **params},
-    }
-    return _assemble(ids, gold, out, rule, params, attrs)
+        raise DataError(f"{scoring.source.source}: read {pos} ids, expected {n}")
+    return _assemble(ids, gold, out, scoring.rule, scoring.params, scoring.attrs)
 
 
 def _assemble(ids: np.ndarray, gold: np.ndarray, out: dict[str, np.ndarray], rule: str,
@@ -274,10 +328,16 @@ def scores_schema() -> pa.Schema:
                      + [("region", pa.string())])
 
 
+def _with_options(schema: pa.Schema, attrs: Mapping[str, Any]) -> pa.Schema:
+    """``schema`` with the scoring options in its metadata (sorted JSON: deterministic)."""
+    meta = json.dumps(dict(attrs), sort_keys=True, default=str).encode()
+    return schema.with_metadata({b"datamap": meta})
+
+
 def scores_table(scores: pd.DataFrame) -> pa.Table:
     """The scores DataFrame as an Arrow table with :func:`scores_schema` (region as plain
     strings) and the options of ``scores.attrs`` in its schema metadata (deterministic)."""
-    schema = scores_schema()
+    schema = _with_options(scores_schema(), scores.attrs)
     missing = [c for c in schema.names if c not in scores.columns]
     if missing:
         raise DataError(f"scores: missing column(s) {', '.join(missing)}")
@@ -288,9 +348,92 @@ def scores_table(scores: pd.DataFrame) -> pa.Table:
             arrays.append(pa.array(np.asarray(values, dtype=object), type=pa.string()))
         else:
             arrays.append(pa.array(values.to_numpy(), type=field.type))
-    table = pa.Table.from_arrays(arrays, schema=schema)
-    meta = json.dumps(dict(scores.attrs), sort_keys=True, default=str).encode()
-    return table.replace_schema_metadata({b"datamap": meta})
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+#: Rows per row group of ``scores.parquet``, whether written whole or block by block (so that
+#: both give the same bytes).
+SCORES_ROW_GROUP = 1 << 20
+
+
+class ScoresWriter:
+    """Write a ``scores.parquet`` table by table, in row groups of ``row_group_rows`` however
+    the rows arrive, each row group compressed on a worker thread while the caller goes on.
+
+    ``path``: the file to write (a temporary one: the caller renames it into place, see
+    :func:`write_scores`); ``attrs``: the scoring options stored in the schema metadata.
+    """
+
+    def __init__(self, path: str | os.PathLike, attrs: Mapping[str, Any],
+                 row_group_rows: int = SCORES_ROW_GROUP) -> None:
+        self.schema = _with_options(scores_schema(), attrs)
+        self._rows_per_group = int(row_group_rows)
+        self._writer = pq.ParquetWriter(path, self.schema, **PARQUET_OPTIONS)
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="datamap-write")
+        self._writing: Future | None = None
+
+    def write_block(self, ids: np.ndarray, gold: np.ndarray, values: Mapping[str, np.ndarray],
+                    codes: np.ndarray) -> None:
+        """Append one block: ``values`` holds every registered score, ``codes`` the int8
+        region codes (indices into :data:`REGIONS`)."""
+        arrays = [pa.array(ids, type=pa.int64()), pa.array(gold, type=pa.int64())]
+        arrays += [pa.array(values[f.name], type=f.type) for f in self.schema
+                   if f.name not in ("id", "gold", "region")]
+        arrays.append(pa.array(REGIONS, type=pa.string()).take(pa.array(codes)))
+        self.write(pa.Table.from_arrays(arrays, schema=self.schema))
+
+    def write(self, table: pa.Table) -> None:
+        """Append the rows of ``table`` (with this writer's schema)."""
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        while self._pending_rows >= self._rows_per_group:
+            self._flush(self._rows_per_group)
+
+    def _flush(self, rows: int) -> None:
+        # one contiguous table per row group: pages are cut the same way however rows arrived
+        whole = pa.concat_tables(self._pending).combine_chunks()
+        group, rest = whole.slice(0, rows), whole.slice(rows)
+        self._pending = [rest] if rest.num_rows else []
+        self._pending_rows = rest.num_rows
+        self._wait()
+        self._writing = self._worker.submit(self._writer.write_table, group,
+                                            row_group_size=rows)
+
+    def _wait(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.result()
+
+    def close(self) -> None:
+        """Write what is left and close the file."""
+        try:
+            if self._pending_rows:
+                self._flush(self._pending_rows)
+            self._wait()
+        finally:
+            self._worker.shutdown()
+            self._writer.close()
+
+    def __enter__(self) -> ScoresWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # the caller discards the file: only release it
+            self._worker.shutdown()
+            self._writer.close()
+
+
+def write_scores(path: str | os.PathLike, scores: pd.DataFrame,
+                 row_group_rows: int = SCORES_ROW_GROUP) -> None:
+    """Write a scores DataFrame (:func:`compute_scores`) to ``path`` atomically, with the same
+    bytes :func:`datamap.scoring.streaming.write_scores_of` writes for the same table."""
+    table = scores_table(scores)
+    with atomic_path(path) as tmp, ScoresWriter(tmp, scores.attrs, row_group_rows) as writer:
+        writer.write(table)
 
 
 def read_scores(path: str | os.PathLike) -> pd.DataFrame:
