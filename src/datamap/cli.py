@@ -169,6 +169,12 @@ _REGION_OPTIONS = (
 )
 
 
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the system has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+
+
 def _register_scores_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "scores",
@@ -191,7 +197,7 @@ def _register_scores_commands(sub: argparse._SubParsersAction) -> None:
                    "fixed thresholds)")
     for name, rule, what in _REGION_OPTIONS:
         p.add_argument(f"--{name}", type=float, default=None, help=f"{rule} rule: {what}")
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+    p.add_argument("--threads", type=int, default=_usable_cores(),
                    help="threads decoding the dynamics (default: the cores this process may "
                    "use, whatever OMP_NUM_THREADS says)")
     p.set_defaults(func=_scores)
