@@ -61,3 +61,23 @@ def test_link_finder_sees_links_and_skips_code_and_urls():
             "`[not](code.md)`\n```\n[no](fenced.md)\n```\n[anchor](#top)\n")
     assert relative_links(text) == ["docs/a.md", "docs/images/i.png"]
 
+
+
+def test_readme_figures_are_those_of_their_results_files():
+    """Each figure the README's "Measured" table quotes is in the results file its row links
+    (a rerun benchmark that changed a figure fails here until the README follows)."""
+    import re
+
+    text = README.read_text(encoding="utf-8")
+    table = text.split("## Measured", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines()
+            if line.startswith("| ") and "benchmarks/results/" in line]
+    assert len(rows) >= 4, table
+    for row in rows:
+        _, figures, results = [cell.strip() for cell in row.strip("|").split("|")]
+        target = ROOT / re.search(r"\]\(([^)]+)\)", results).group(1)
+        source = target.read_text(encoding="utf-8")
+        numbers = re.findall(r"\d[\d,]*(?:\.\d+)?", figures)
+        assert numbers, row
+        missing = [n for n in numbers if n not in source]
+        assert missing == [], f"{target.name} does not say {missing} (README: {figures})"
