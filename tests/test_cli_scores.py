@@ -51,7 +51,7 @@ def test_scores_command_writes_deterministic_scores(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["missing", "not_parquet", "no_column", "duplicate", "option",
-                                  "region_option"])
+                                  "region_option", "threads", "output_is_input"])
 def test_scores_command_errors(tmp_path, capsys, case):
     src = tmp_path / "dyn.parquet"
     args = []
@@ -78,10 +78,22 @@ def test_scores_command_errors(tmp_path, capsys, case):
         write_dynamics(src, make_table())
         args = ["--burn-out", "0"]
         fragments = ["burn_out must be a positive integer"]
-    else:
+    elif case == "region_option":
         write_dynamics(src, make_table())
         args = ["--region-rule", "threshold", "--hard", "0.2"]
         fragments = ["unknown parameter(s) hard for rule 'threshold'"]
+    elif case == "threads":
+        write_dynamics(src, make_table())
+        args = ["--threads", "0"]
+        fragments = ["--threads must be at least 1"]
+    else:  # a careless user names the input twice: the dynamics must survive
+        write_dynamics(src, make_table())
+        before = src.read_bytes()
+        code, _, err = run(capsys, "scores", str(src), str(tmp_path / "." / "dyn.parquet"))
+        assert_one_line_error(code, err, "is the dynamics file itself")
+        assert src.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["dyn.parquet"]
+        return
     code, _, err = run(capsys, "scores", str(src), str(tmp_path / "out.parquet"), *args)
     assert_one_line_error(code, err, *fragments)
     assert not (tmp_path / "out.parquet").exists()

@@ -106,6 +106,8 @@ _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def _scores(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import pyarrow as pa
 
     from datamap.scoring.streaming import write_scores_of
@@ -115,6 +117,10 @@ def _scores(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             regions[key] = value
+    dynamics, output = Path(args.dynamics), Path(args.output)
+    if dynamics.exists() and output.exists() and output.samefile(dynamics):
+        raise ConfigError(f"{args.output}: is the dynamics file itself; writing the scores there "
+                          "would replace the dynamics: name another output file")
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError(f"--threads must be at least 1, not {args.threads}")
