@@ -433,6 +433,25 @@ class _FileSource(DynamicsSource):
                 raise DataError(f"{self.path}: column {name!r} has missing values")
         return {name: t.column(name).to_numpy().reshape(n_slots, n) for name in columns}
 
+    def _check_layout(self, grid: dict[str, np.ndarray], expect_slot: np.ndarray,
+                      prev_last: int | None) -> None:
+        """Every slot of the chunk is the one the statistics said, with the same increasing
+        ids (continuing the last chunk's) and the same gold labels."""
+        ids = grid["id"][0]
+        slot = grid["epoch"].astype(np.int64) * self.records_per_epoch + grid["record"]
+        if (slot != expect_slot[:, None]).any():
+            raise DataError(f"{self.path}: row-group statistics disagree with the epoch and "
+                            "record columns; rewrite it with write_dynamics")
+        if (np.diff(ids) <= 0).any() or (prev_last is not None and ids[0] <= prev_last):
+            pos = np.flatnonzero(np.diff(ids) <= 0)
+            bad = int(ids[pos[0] + 1]) if len(pos) else int(ids[0])
+            raise DataError(
+                f"{self.path}: id {bad} appears more than once (or out of order) in epoch 0, "
+                "record 0; each example must be recorded exactly once per record"
+            )
+        check_grid(grid["id"], grid["gold"], expect_slot, self.records_per_epoch,
+                   str(self.path))
+
     def chunks(self, columns, *, epochs=None, chunk_rows=CHUNK_ROWS, aligned=False):
         n_epochs = min(epochs, self.n_epochs) if epochs else self.n_epochs
         n_slots = n_epochs * self.records_per_epoch
@@ -457,27 +476,9 @@ class _FileSource(DynamicsSource):
             else:
                 grid = self._grids(groups, wanted, n_slots)
             ids = grid["id"][0]
-            if aligned:
-                for name in columns:
-                    check_values(name, grid[name], ids, str(self.path))
-                yield DynamicsChunk(ids=ids, gold=grid["gold"][0],
-                                    values={c: grid[c] for c in columns},
-                                    records_per_epoch=self.records_per_epoch)
-                continue
-            slot = grid["epoch"].astype(np.int64) * self.records_per_epoch + grid["record"]
-            if (slot != expect_slot[:, None]).any():
-                raise DataError(f"{self.path}: row-group statistics disagree with the epoch and "
-                                "record columns; rewrite it with write_dynamics")
-            if (np.diff(ids) <= 0).any() or (prev_last is not None and ids[0] <= prev_last):
-                pos = np.flatnonzero(np.diff(ids) <= 0)
-                bad = int(ids[pos[0] + 1]) if len(pos) else int(ids[0])
-                raise DataError(
-                    f"{self.path}: id {bad} appears more than once (or out of order) in epoch 0, "
-                    "record 0; each example must be recorded exactly once per record"
-                )
+            if not aligned:
+                self._check_layout(grid, expect_slot, prev_last)
             prev_last = int(ids[-1])
-            check_grid(grid["id"], grid["gold"], expect_slot, self.records_per_epoch,
-                        str(self.path))
             for name in columns:
                 check_values(name, grid[name], ids, str(self.path))
             for name in ("gold", "pred"):

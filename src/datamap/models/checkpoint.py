@@ -37,11 +37,17 @@ def save_model(model: Any, path: str | os.PathLike, best_checkpoint: str | None 
     torch.save(slim, path)
 
 
-def checkpoint_epoch(path: str | os.PathLike) -> int:
-    """The (0-based) epoch after which the weights in ``path`` were saved."""
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A Lightning checkpoint file's dictionary, its tensors memory-mapped (for reading its
+    epoch, step or callback states without reading every weight)."""
     import torch
 
-    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+
+
+def checkpoint_epoch(path: str | os.PathLike) -> int:
+    """The (0-based) epoch after which the weights in ``path`` were saved."""
+    return int(read_checkpoint(path)["epoch"])
 
 
 def load_model(path: str | os.PathLike) -> Any:

@@ -167,9 +167,9 @@ class ScoringPass:
     def blocks(self, only: tuple[str, ...] | None = None
                ) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
         """``(ids, gold, {score: values})`` per block of ids, in id order. ``only``: just these
-        scores, from a first pass that reads only what they need and trusts the layout for the
-        ids (a later full pass checks them: see ``aligned`` in
-        :meth:`~datamap.dynamics.storage.DynamicsSource.chunks`)."""
+        scores -- ones that read ``p_gold`` and their declared inputs, not ``pred`` -- from a
+        first pass that trusts the layout for the ids (a later full pass checks them: see
+        ``aligned`` in :meth:`~datamap.dynamics.storage.DynamicsSource.chunks`)."""
         scores = self.scores if only is None else tuple(s for s in self.scores
                                                          if s.name in only)
         needed = [c for c in OPTIONAL_INPUTS if any(c in s.needs for s in scores)]
@@ -406,12 +406,14 @@ class ScoresWriter:
             writing, self._writing = self._writing, None
             writing.result()
 
-    def close(self) -> None:
-        """Write what is left and close the file."""
+    def close(self, complete: bool = True) -> None:
+        """Write what is left (unless ``complete`` is false: the caller discards the file) and
+        close the file."""
         try:
-            if self._pending_rows:
+            if complete and self._pending_rows:
                 self._flush(self._pending_rows)
-            self._wait()
+            if complete:
+                self._wait()
         finally:
             self._worker.shutdown()
             self._writer.close()
@@ -420,11 +422,7 @@ class ScoresWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:  # the caller discards the file: only release it
-            self._worker.shutdown()
-            self._writer.close()
+        self.close(complete=exc_type is None)
 
 
 def write_scores(path: str | os.PathLike, scores: pd.DataFrame,

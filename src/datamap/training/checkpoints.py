@@ -90,9 +90,9 @@ def _drop_checkpoints_after(checkpoint_dir: Path, ckpt_path: str) -> None:
     saving a new best ``epoch_NNN.ckpt`` but before ``last.ckpt`` leaves a file that the
     resumed run's checkpoint callback never tracks (so never replaces), and the outs would
     differ from an uninterrupted run's."""
-    import torch
+    from datamap.models.checkpoint import read_checkpoint
 
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(ckpt_path)
     known = {Path(ckpt_path).name}
     for callback_state in (state.get("callbacks") or {}).values():
         if not isinstance(callback_state, dict):
@@ -148,9 +148,9 @@ def restore_logged_rows(loggers: list[Any], ckpt_path: str | os.PathLike) -> int
     the number of rows restored."""
     import csv
 
-    import torch
+    from datamap.models.checkpoint import read_checkpoint
 
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(ckpt_path)
     epoch, step = int(state["epoch"]), int(state["global_step"])
 
     def logged_before_resume(row: dict[str, str]) -> bool:
