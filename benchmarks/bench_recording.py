@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         "*during training* is everything it does while the epochs run (per-batch bookkeeping, "
         "reductions, checks, resume parts; work it hands to its background thread is not "
         "counted, only waits for it), *writing the files* is `on_fit_end` building, validating "
-        "and writing the zstd-compressed `dynamics.parquet` once (the stage's output, which a "
+        "and writing the compressed `dynamics.parquet` once (the stage's output, which a "
         "run without recording does not produce).",
         "",
         "| case | mode | wall s (min-max) | vs none | recorder during training | "

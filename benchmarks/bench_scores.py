@@ -386,6 +386,11 @@ def main(argv: list[str] | None = None) -> int:
         "rows run with Arrow's default, as a library call would.",
         "- `read_dynamics` then `compute_scores(table)` validates the table twice (once when "
         "reading, once when scoring) and holds the whole table.",
+        "- Inputs and outputs are in datamap's Parquet encodings (`datamap.io.parquet_options`: "
+        "floats byte-stream-split with LZ4, delta-encoded ids, dictionary-encoded classes and "
+        "epochs, zstd for the rest). With plain zstd everywhere (datamap before this format) "
+        "the 100,000,000-example input was 15,661 MiB and `datamap scores` took 70.6 s "
+        "(1,131 MiB peak) on this machine.",
         "",
     ]
     from datamap.io import write_text

@@ -162,20 +162,61 @@ def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
         fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
 
 
-#: The options of every Parquet file datamap writes: fixed, so identical input gives identical
-#: bytes (Parquet files hold no timestamps).
+#: Options shared by every Parquet file datamap writes: fixed, so identical input gives
+#: identical bytes (Parquet files hold no timestamps). Per-column codecs and encodings come
+#: from :func:`parquet_options`.
 PARQUET_OPTIONS: dict[str, Any] = {
-    "compression": "zstd",
     "use_dictionary": False,
     "write_statistics": True,
     "store_schema": True,
 }
 
 
+def parquet_options(schema: pa.Schema, dictionary: Iterable[str] = ()) -> dict[str, Any]:
+    """The writer options for a file of ``schema``: :data:`PARQUET_OPTIONS` plus a codec and an
+    encoding per column, chosen by what the column holds.
+
+    - floating-point columns (``float32``/``float64``, nested ones too): ``BYTE_STREAM_SPLIT``
+      with LZ4. Splitting each value's bytes into streams makes the exponent bytes compressible
+      by a fast codec; plain floats barely compress (zstd saved 11 % of a dynamics table's
+      ``p_gold`` and decoding it took 2-3x as long as LZ4 on the split bytes, which is smaller).
+    - an integer ``id`` column: ``DELTA_BINARY_PACKED`` (ids are mostly consecutive), zstd.
+    - the top-level columns named in ``dictionary`` (small domains: classes, epochs, regions):
+      dictionary-encoded, zstd.
+    - anything else: plain, zstd.
+    """
+    columns = _leaf_columns(schema)
+    dictionary = [c for c in dictionary if c in columns]
+    compression: dict[str, str] = {}
+    encoding: dict[str, str] = {}
+    for path, physical in columns.items():
+        if physical in ("FLOAT", "DOUBLE"):
+            compression[path], encoding[path] = "lz4", "BYTE_STREAM_SPLIT"
+        else:
+            compression[path] = "zstd"
+            if path == "id" and physical in ("INT32", "INT64"):
+                encoding[path] = "DELTA_BINARY_PACKED"
+    for path in dictionary:
+        encoding.pop(path, None)  # dictionary encoding replaces the chosen one
+    return {**PARQUET_OPTIONS, "compression": compression, "column_encoding": encoding,
+            "use_dictionary": dictionary or False}
+
+
+def _leaf_columns(schema: pa.Schema) -> dict[str, str]:
+    """``{leaf column path: Parquet physical type}`` of ``schema``, as Parquet names them
+    (``logits.list.element``): read from the footer of an empty file of that schema."""
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, schema) as writer:
+        writer.write_table(schema.empty_table())
+    parquet_schema = pq.read_metadata(pa.BufferReader(sink.getvalue())).schema
+    return {parquet_schema.column(i).path: parquet_schema.column(i).physical_type
+            for i in range(len(parquet_schema))}
+
+
 def write_parquet(path: str | os.PathLike, table: pa.Table) -> None:
     """Write a Parquet file byte-identically for identical input (no timestamps, fixed options)."""
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, **PARQUET_OPTIONS)
+        pq.write_table(table, tmp, **parquet_options(table.schema))
 
 
 # --------------------------------------------------------------------------------------------

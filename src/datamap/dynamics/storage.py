@@ -36,7 +36,7 @@ from datamap.dynamics.schema import (
     validated_order,
 )
 from datamap.errors import DataError
-from datamap.io import PARQUET_OPTIONS, atomic_path, open_parquet, read_parquet
+from datamap.io import atomic_path, open_parquet, parquet_options, read_parquet
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,6 +45,10 @@ T = TypeVar("T")
 ROW_GROUP_IDS = 1 << 18
 #: Target number of rows (ids x records) held in memory at once when reading in chunks.
 CHUNK_ROWS = 1 << 22
+
+#: Columns with a few distinct values, dictionary-encoded on disk (see
+#: :func:`~datamap.io.parquet_options`).
+DICTIONARY_COLUMNS = ("epoch", "record", "gold", "pred")
 
 _HINT = "run the train stage (or `datamap import-dynamics`) to produce it"
 
@@ -82,7 +86,8 @@ class DynamicsWriter:
         self._ctx = atomic_path(self.path)
         tmp = self._ctx.__enter__()
         try:
-            self._writer = pq.ParquetWriter(tmp, self.schema, **PARQUET_OPTIONS)
+            self._writer = pq.ParquetWriter(tmp, self.schema, **parquet_options(
+                self.schema, dictionary=DICTIONARY_COLUMNS))
         except BaseException as exc:
             self._ctx.__exit__(type(exc), exc, exc.__traceback__)
             raise

@@ -65,7 +65,7 @@ import pyarrow.parquet as pq
 from datamap.dynamics.storage import CHUNK_ROWS, DynamicsSource, open_dynamics, prefetched
 from datamap.dynamics.values import per_example_values
 from datamap.errors import ConfigError, DataError
-from datamap.io import PARQUET_OPTIONS, atomic_path, read_parquet
+from datamap.io import atomic_path, parquet_options, read_parquet
 from datamap.scoring.regions import REGIONS, region_codes, region_spec
 from datamap.scoring.registry import (
     EL2N_EPOCHS,
@@ -368,7 +368,8 @@ class ScoresWriter:
                  row_group_rows: int = SCORES_ROW_GROUP) -> None:
         self.schema = _with_options(scores_schema(), attrs)
         self._rows_per_group = int(row_group_rows)
-        self._writer = pq.ParquetWriter(path, self.schema, **PARQUET_OPTIONS)
+        self._writer = pq.ParquetWriter(path, self.schema, **parquet_options(
+            self.schema, dictionary=("gold", "forgetfulness", "never_learned", "region")))
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="datamap-write")
