@@ -374,7 +374,16 @@ def write_tiny_transformer(folder: Path, hidden: int = 32, layers: int = 2, head
                     *PAIR_CUES.values(), "."})
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    # transformers 5 takes the vocabulary as `vocab` and ignores `vocab_file` (leaving a
+    # tokenizer that maps every word to [UNK]); 4.x takes `vocab_file`
+    import inspect
+
+    takes = inspect.signature(BertTokenizerFast.__init__).parameters
+    tokenizer = BertTokenizerFast(**{"vocab" if "vocab" in takes else "vocab_file": str(vocab)},
+                                  do_lower_case=True)
+    if len(tokenizer.get_vocab()) != len(words) + 5 or \
+            tokenizer.convert_tokens_to_ids(words[0]) == tokenizer.unk_token_id:
+        raise RuntimeError(f"the tiny tokenizer lost its vocabulary ({len(tokenizer)} tokens)")
     config = BertConfig(vocab_size=len(words) + 5, hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=heads,
                         intermediate_size=intermediate,
