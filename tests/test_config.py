@@ -75,7 +75,7 @@ def option_inputs(group: str, option: str, tmp_path: Path) -> list[str]:
     if (group, option) == ("model", "hf"):
         folder = write_tiny_transformer(tmp_path / "bert")
         return [f"model.net.pretrained={folder}", "model.net.local_files_only=true",
-                "model.net.max_length=16"]
+                "model.net.max_length=16", f"model.net.token_cache={tmp_path / 'tokens'}"]
     return []
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from .helpers import (
@@ -148,5 +149,10 @@ def test_tiny_local_transformer_with_hf(tmp_path):
     report = read(repo, "report/metrics.json")
     assert 0 <= report["full"]["test"]["accuracy"]["mean"] <= 1
     dynamics = pd.read_parquet(repo / "data" / "train" / "dynamics.parquet")
-    assert dynamics["epoch"].nunique() == 2 and dynamics["id"].nunique() == read(
-        repo, "prepared/meta.json")["sizes"]["train"]
+    sizes = read(repo, "prepared/meta.json")["sizes"]
+    assert dynamics["epoch"].nunique() == 2 and dynamics["id"].nunique() == sizes["train"]
+    # one token file per split, shared by train, every retrain and evaluate
+    stored = sorted((repo / ".datamap" / "tokens").glob("*.parquet"))
+    assert sorted(pq.read_metadata(p).num_rows for p in stored) == sorted(
+        pq.read_metadata(repo / "data" / "prepared" / f"{s}.parquet").num_rows
+        for s in ("train", "val", "test"))

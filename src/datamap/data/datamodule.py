@@ -79,6 +79,14 @@ class BatchCollator:
         return batch if self.encoder is None else self.encoder(batch)
 
 
+def preload_split(encoder: Encoder | None, data: PreparedSplit) -> None:
+    """Let an encoder that tokenises (``preload``) take the tokens of the whole split ``data``
+    at once -- from its token store or in one call -- rather than batch by batch."""
+    preload = getattr(encoder, "preload", None)
+    if callable(preload) and data.text is not None:
+        preload(data.ids, data.text, data.text_pair)
+
+
 def make_loader(dataset: Dataset, batch_size: int, *, sampler: Sampler | None = None,
                 encoder: Encoder | None = None, num_workers: int = 0,
                 pin_memory: bool = False) -> DataLoader:
@@ -164,6 +172,8 @@ class PreparedDataModule(pl.LightningDataModule):
         self.encoder = encoder
         self.meta = read_meta(self.prepared_dir)
         self.datasets: dict[str, IndexedDataset] = {}
+        #: each split as prepared (``train`` before the subset): what encoders preload
+        self.whole: dict[str, PreparedSplit] = {}
 
     @property
     def num_classes(self) -> int:
@@ -189,6 +199,7 @@ class PreparedDataModule(pl.LightningDataModule):
         """The dataset of one split (loaded on first use; ``train`` restricted to train_ids)."""
         if name not in self.datasets:
             data = read_split(self.prepared_dir, name, self.meta)
+            self.whole[name] = data
             if name == "train" and self.train_ids is not None:
                 unknown = np.setdiff1d(self.train_ids, data.ids)
                 if len(unknown):
@@ -210,17 +221,19 @@ class PreparedDataModule(pl.LightningDataModule):
             for name in eval_splits(self.prepared_dir):  # test and every control set
                 self.split(name)
 
-    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None) -> DataLoader:
-        return make_loader(dataset, batch_size, sampler=sampler, encoder=self.batch_encoder(),
+    def _loader(self, name: str, batch_size: int, sampler: Sampler | None) -> DataLoader:
+        dataset = self.split(name)
+        encoder = self.batch_encoder()
+        preload_split(encoder, self.whole[name])
+        return make_loader(dataset, batch_size, sampler=sampler, encoder=encoder,
                            num_workers=self.num_workers, pin_memory=self.pin_memory)
 
     def train_dataloader(self) -> DataLoader:
-        dataset = self.split("train")
-        sampler = EpochSeededSampler(len(dataset), self.seed, shuffle=self.shuffle)
-        return self._loader(dataset, self.batch_size, sampler)
+        sampler = EpochSeededSampler(len(self.split("train")), self.seed, shuffle=self.shuffle)
+        return self._loader("train", self.batch_size, sampler)
 
     def eval_dataloader(self, name: str) -> DataLoader:
-        return self._loader(self.split(name), self.eval_batch_size, None)
+        return self._loader(name, self.eval_batch_size, None)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("val")

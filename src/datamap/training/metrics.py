@@ -87,10 +87,11 @@ def predict(model: Any, path: str | os.PathLike, meta: dict[str, Any], *,
     through the model's own encoder, without gradients, on the model's device."""
     import torch
 
-    from datamap.data.datamodule import IndexedDataset, make_loader
+    from datamap.data.datamodule import IndexedDataset, make_loader, preload_split
 
     data = read_split_file(path, meta)
     encoder = model.batch_encoder() if hasattr(model, "batch_encoder") else None
+    preload_split(encoder, data)
     loader = make_loader(IndexedDataset(data), batch_size, encoder=encoder,
                          num_workers=num_workers)
     model.eval()
