@@ -102,9 +102,9 @@ class TokenStore:
         """Create the directory (private) if needed; True when it is safe to read and write:
         a real directory of this account's, writable by no other account."""
         try:
-            self.directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.directory.mkdir(mode=0o700, exist_ok=True)
             for where in (self.directory.parent, self.directory):
+                # each level checked before anything is made inside it (never through a link)
+                where.mkdir(mode=0o700, parents=True, exist_ok=True)
                 info = os.lstat(where)
                 if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or \
                         info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
