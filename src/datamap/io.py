@@ -166,7 +166,6 @@ def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
 #: identical bytes (Parquet files hold no timestamps). Per-column codecs and encodings come
 #: from :func:`parquet_options`.
 PARQUET_OPTIONS: dict[str, Any] = {
-    "use_dictionary": False,
     "write_statistics": True,
     "store_schema": True,
 }

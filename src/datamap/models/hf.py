@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from datamap.errors import ConfigError
-from datamap.models.tokens import SPOT_CHECK, TOKENS_DIR, TokenStore, tokenizer_digest
+from datamap.models.tokens import SPOT_CHECK, TOKENS_DIR, TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,6 @@ class TokenizerEncoder:
         self.max_length = max_length
         self.pair = pair
         self.store = store
-        self._tokenizer_sha: str | None = None
         # padding token arrays is what this encoder is for: no advice to tokenise instead
         getattr(tokenizer, "deprecation_warnings", {})["Asking-to-pad-a-fast-tokenizer"] = True
         self._cache: dict[int, dict[str, Any]] = {}
@@ -94,9 +93,7 @@ class TokenizerEncoder:
         store = self.store if self.store is not None and self.store.usable() else None
         key = None
         if store is not None:
-            if self._tokenizer_sha is None:
-                self._tokenizer_sha = tokenizer_digest(self.tokenizer)
-            key = store.key(self._tokenizer_sha, self.max_length, self.pair, ids, texts, pairs)
+            key = store.key(self.tokenizer, self.max_length, self.pair, ids, texts, pairs)
             stored = store.load(key, ids)
             if stored is not None and self._agrees(stored, ids, texts, pairs):
                 self._cache.update(stored)

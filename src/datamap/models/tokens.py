@@ -3,7 +3,7 @@
 ``model=hf`` tokenises a split's texts once per fit (:class:`~datamap.models.hf.TokenizerEncoder`
 keeps them by id). The train stage, every retrain (their subsets are subsets of the train split)
 and the evaluate stage would each tokenise the same texts again; :class:`TokenStore` keeps one
-Parquet file per (tokenizer, ``max_length``, pair or single, split file), named by a SHA-256 of
+Parquet file per (tokenizer, ``max_length``, pair or single, split), named by a SHA-256 of
 all four -- the tokenizer by the bytes ``save_pretrained`` writes, the split by its ids and
 texts -- so a file can only ever be read for the inputs it was made from.
 
@@ -90,11 +90,17 @@ class TokenStore:
 
     def __init__(self, directory: str | os.PathLike = TOKENS_DIR) -> None:
         self.directory = Path(directory)
+        self._tokenizer: Any = None
+        self._tokenizer_sha = ""
 
-    def key(self, tokenizer_sha: str, max_length: int, pair: bool, ids: np.ndarray,
+    def key(self, tokenizer: Any, max_length: int, pair: bool, ids: np.ndarray,
             texts: Sequence[str], pairs: Sequence[str] | None) -> str:
-        """The name of the tokens of exactly these examples under this tokenizer."""
-        spec = {"format": _FORMAT, "tokenizer": tokenizer_sha, "max_length": int(max_length),
+        """The name of the tokens of exactly these examples under this tokenizer (whose digest
+        is taken once per store: every encoder of a model shares its tokenizer and store)."""
+        if self._tokenizer is not tokenizer:
+            self._tokenizer, self._tokenizer_sha = tokenizer, tokenizer_digest(tokenizer)
+        spec = {"format": _FORMAT, "tokenizer": self._tokenizer_sha,
+                "max_length": int(max_length),
                 "pair": bool(pair), "examples": examples_digest(ids, texts, pairs)}
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
