@@ -19,7 +19,7 @@ Writes ``benchmarks/results/corrections.md`` and prints it.
 Usage::
 
     python benchmarks/bench_corrections.py [--k 25 50 100 200] [--seeds 0 1 2 3 4]
-        [--workdir /tmp/datamap-bench-corrections] [overrides ...]
+        [--workdir DIR] [overrides ...]
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from workdir import private_workdir  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="retraining seeds (and random draws)")
     parser.add_argument("overrides", nargs="*",
                         help="config overrides, e.g. data.label_noise=0.2 trainer.max_epochs=10")
-    parser.add_argument("--workdir", default="/tmp/datamap-bench-corrections")
+    parser.add_argument("--workdir", default=None,
+                        help="an empty or new directory of yours (default: a new private temp dir)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     command = " ".join(["python benchmarks/bench_corrections.py",
@@ -135,9 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore")  # library deprecation notices, not results
     load = os.getloadavg()[0]  # other processes on the machine slow every number down
     started = time.perf_counter()
-    workdir = Path(args.workdir)
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
+    workdir = private_workdir(args.workdir, "datamap-bench-corrections-")
     cfg = compose(ROOT / "conf", overrides=["trainer.accelerator=cpu", "data.corrections=null",
                                             *args.overrides])
 

@@ -31,7 +31,6 @@ import platform
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +41,8 @@ ROOT = HERE.parent
 RESULTS = HERE / "results" / "html.md"
 SCREENSHOT = ROOT / "docs" / "images" / "data_map_html.png"
 sys.path[:0] = [str(ROOT)]  # tests.helpers: synthetic points, repository copies, Chromium
+
+from workdir import private_workdir  # noqa: E402
 
 from datamap.cartography.page import Images, Texts, build_page  # noqa: E402
 from tests.helpers import PAGE_CLASSES as CLASSES  # noqa: E402
@@ -185,13 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-demo", action="store_true", help="skip (b), the demo's page")
     parser.add_argument("--screenshot", action="store_true",
                         help=f"write {SCREENSHOT.relative_to(ROOT)} from the demo's page")
-    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--workdir", default=None,
+                        help="an empty or new directory of yours (default: a new private temp dir)")
     args = parser.parse_args(argv)
 
     sizes = [int(s) for s in args.sizes.split(",")]
     cases = [(n, "texts") for n in sizes] + [(max(sizes), "images")]
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="datamap-bench-html-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = private_workdir(args.workdir, "datamap-bench-html-")
     rows = []
     demo_rows: list[str] = []
     with chromium() as browser:

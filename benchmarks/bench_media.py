@@ -11,7 +11,8 @@ Writes ``benchmarks/results/media.md`` and prints it.
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_media.py [--repeats 5] [--epochs 20]
-        [--workdir /tmp/datamap-bench-media]
+        [--workdir DIR]
+        (default: a new private temporary directory; a DIR of yours must be empty or new)
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import statistics
 import sys
 import time
@@ -30,6 +30,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results" / "media.md"
+
+from workdir import private_workdir  # noqa: E402
+
 MEDIA = ("prediction_samples", "image_predictions", "confusion_matrix")
 
 
@@ -54,7 +57,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/datamap-bench-media"))
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="an empty or new directory of yours (default: a new private temp dir)")
     args = parser.parse_args()
 
     import logging
@@ -66,7 +70,7 @@ def main() -> None:
     from datamap.training.fit import fit_classifier
 
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir = private_workdir(args.workdir, "datamap-bench-media-")
     base = [f"trainer.max_epochs={args.epochs}", "trainer.accelerator=cpu"]
     cfg = compose(ROOT / "conf", overrides=base)
     prepared = args.workdir / "prepared"

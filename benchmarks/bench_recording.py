@@ -23,8 +23,12 @@ Writes ``benchmarks/results/recording.md`` (``--skip-training``: only
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_recording.py [--repeats 7] [--synthetic-repeats 5]
-        [--synthetic-examples 200000] [--synthetic-epochs 3] [--workdir /tmp/datamap-bench-rec]
+        [--synthetic-examples 200000] [--synthetic-epochs 3] [--workdir DIR]
         [--skip-training]
+
+``--workdir DIR`` keeps the prepared data sets (``DIR/digits``, ``DIR/synthetic_N``) and
+reuses them on the next run; only a directory of yours that no one else can write is accepted.
+Without it, a new private temporary directory is used and nothing is reused.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from workdir import cached, private_workdir  # noqa: E402
 
 from datamap.dynamics.recorder import DynamicsRecorder  # noqa: E402
 
@@ -107,7 +112,7 @@ def prepare_digits(workdir: Path, cfg) -> Path:
     from datamap.data.prepare import prepare_from_config
 
     out = workdir / "digits"
-    if not (out / "meta.json").is_file():
+    if not cached(out):
         prepare_from_config(cfg.data, out, seed=cfg.seed)
     return out
 
@@ -118,7 +123,7 @@ def prepare_synthetic(workdir: Path, n_train: int, features: int = 32, classes: 
     from datamap.data.prepare import prepare
 
     out = workdir / f"synthetic_{n_train}"
-    if (out / "meta.json").is_file():
+    if cached(out):
         return out
     n = int(round(n_train / 0.8))  # val 0.1, test 0.1
     rng = np.random.default_rng(0)
@@ -254,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic-repeats", type=int, default=5)
     parser.add_argument("--synthetic-examples", type=int, default=200_000)
     parser.add_argument("--synthetic-epochs", type=int, default=3)
-    parser.add_argument("--workdir", default="/tmp/datamap-bench-recording")
+    parser.add_argument("--workdir", default=None,
+                        help="a directory of yours that keeps the prepared data, reused on the "
+                        "next run (new, or made by an earlier run: yours, writable by "
+                        "you only); default: a new private temp dir, nothing reused")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--skip-training", action="store_true",
                         help="only time the units of work (writes recording_units.md)")
@@ -275,10 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.disable(logging.WARNING)
     for name in ("pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    workdir = Path(args.workdir)
+    workdir = private_workdir(args.workdir, "datamap-bench-recording-", reuse=True)
     if (workdir / "runs").exists():
         shutil.rmtree(workdir / "runs")
-    workdir.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
     base = ["trainer.enable_progress_bar=false"]

@@ -34,7 +34,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -50,6 +49,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results" / "scale.md"
 sys.path[:0] = [str(ROOT)]  # tests.helpers: the clone-like copy of the repository
+
+from workdir import private_workdir  # noqa: E402
 
 from tests.helpers import copy_repo  # noqa: E402
 
@@ -142,14 +143,11 @@ def main() -> None:
     # never a fixed name under the shared /tmp: another account could create it first and plant
     # files in the repository copy that the stages then import
     parser.add_argument("--workdir", type=Path, default=None,
-                        help="an empty directory of yours (default: a new private temp dir)")
+                        help="an empty or new directory of yours (default: a new private temp dir)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    if args.workdir is None:
-        args.workdir = Path(tempfile.mkdtemp(prefix="datamap-bench-scale-"))  # mode 0700
-    elif args.workdir.exists() and any(args.workdir.iterdir()):
-        sys.exit(f"--workdir {args.workdir} is not empty; give an empty or new directory")
+    args.workdir = private_workdir(args.workdir, "datamap-bench-scale-")  # 0700 by default
     inputs = args.workdir / "inputs"
     inputs.mkdir(parents=True)
     start = time.perf_counter()

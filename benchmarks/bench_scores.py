@@ -20,13 +20,13 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "scores.md"
 
+from workdir import private_workdir  # noqa: E402
 
 # --------------------------------------------------------------------------------------------
 # child side
@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="1000000,10000000,100000000")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--workdir", default=None,
-                   help="where inputs are generated (default: a private temporary directory)")
+                   help="an empty or new directory of yours where inputs are generated "
+                        "(default: a new private temp dir)")
     p.add_argument("--in-memory-up-to", type=int, default=10_000_000,
                    help="also time compute_scores(path) for sizes up to this")
     p.add_argument("--skip-reference", action="store_true")
@@ -247,8 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     command = "OMP_NUM_THREADS=1 python " + " ".join(
         [str(Path(sys.argv[0]).as_posix())] + [a for a in (argv or sys.argv[1:])])
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="datamap-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = private_workdir(args.workdir, "datamap-bench-scores-")
     lines = [
         "# Cartography scores benchmark",
         "",

@@ -13,7 +13,8 @@ report's table.
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_sweep.py [--workdir /tmp/datamap-bench-sweep]
+    OMP_NUM_THREADS=1 python benchmarks/bench_sweep.py [--workdir DIR]
+        (default: a new private temporary directory; a DIR of yours must be empty or new)
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -38,6 +38,8 @@ RESULTS = HERE / "results" / "sweep.md"
 GRID = ["selection.sweep.regions=[ambiguous,hard_to_learn,easy_to_learn,random]",
         "selection.sweep.fractions=[0.1,0.25,0.33,0.5]", "selection.retrain_seeds=[0,1,2]"]
 sys.path[:0] = [str(ROOT)]  # tests.helpers: the clone-like copy of the repository
+
+from workdir import private_workdir  # noqa: E402
 
 from tests.helpers import copy_repo  # noqa: E402
 
@@ -68,10 +70,11 @@ def compare(report: dict, comparison: dict, specs: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/datamap-bench-sweep"))
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="an empty or new directory of yours (default: a new private temp dir)")
     args = parser.parse_args()
 
-    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir = private_workdir(args.workdir, "datamap-bench-sweep-")
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]
     repo = copy_repo(args.workdir / "repo", *GRID)
     sh("dvc", "repro", "cartography", cwd=repo)

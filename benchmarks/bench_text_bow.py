@@ -17,7 +17,11 @@ Writes ``benchmarks/results/text_bow.md`` and prints it.
 Usage::
 
     python benchmarks/bench_text_bow.py [--examples 100000] [--epochs 4]
-        [--workdir /tmp/datamap-bench-text]
+        [--workdir DIR]
+
+``--workdir DIR`` keeps the prepared texts (``DIR/texts_N``) and reuses them on the next run
+with the same ``--examples``; only a directory of yours that no one else can write is accepted.
+Without it, a new private temporary directory is used and nothing is reused.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
+from workdir import cached, private_workdir  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -85,7 +90,7 @@ def prepare_texts(workdir: Path, n: int) -> Path:
     from datamap.data.prepare import prepare
 
     out = workdir / f"texts_{n}"
-    if (out / "meta.json").is_file():
+    if cached(out):
         return out
     texts, labels = generate_texts(int(round(n / 0.9)))  # val 0.05, test 0.05
     raw = RawData(labels=labels.astype(np.int64), ids=np.arange(len(labels), dtype=np.int64),
@@ -125,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="0,1", help="num_workers settings to compare")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("overrides", nargs="*", help="more config overrides, e.g. model.net.dim=64")
-    parser.add_argument("--workdir", default="/tmp/datamap-bench-text")
+    parser.add_argument("--workdir", default=None,
+                        help="a directory of yours that keeps the prepared data, reused on the "
+                        "next run (new, or made by an earlier run: yours, writable by "
+                        "you only); default: a new private temp dir, nothing reused")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     command = " ".join(["python benchmarks/bench_text_bow.py",
@@ -140,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     from datamap.training.fit import fit_classifier
 
     logging.disable(logging.WARNING)
-    workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = private_workdir(args.workdir, "datamap-bench-text-", reuse=True)
     load = os.getloadavg()[0]  # other processes on the machine slow every number down
     prepared = prepare_texts(workdir, args.examples)
     train = read_split(prepared, "train")

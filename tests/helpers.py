@@ -125,7 +125,14 @@ def copy_repo(dest: Path, *overrides: str) -> Path:
     """A clone-like copy of the project at ``dest`` (tracked and untracked-unignored files,
     without DVC's cache or data/ other than its inputs data/selections/ and
     data/corrections.csv), with ``params.yaml`` composed with ``overrides`` and everything
-    committed to a fresh git repository."""
+    committed to a fresh git repository.
+
+    ``dest`` must be new or an empty real directory: files are never copied through whatever
+    (symlinks included) someone else may have left there."""
+    dest = Path(dest)
+    if dest.is_symlink() or (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
+        raise FileExistsError(f"copy_repo: {dest} exists and is not an empty directory")
+    dest.mkdir(parents=True, exist_ok=True)
     listed = sh("git", "ls-files", "-co", "--exclude-standard", cwd=ROOT).stdout.split("\n")
     for name in filter(None, listed):
         skipped = name.startswith(("data/", ".dvc/cache", ".dvc/tmp")) \
