@@ -265,8 +265,9 @@ def test_hover_shows_the_example_and_its_thumbnail(open_page, image_page_html, p
         p = pts.iloc[row]
         text = hover(page, *screen(page, p["variability"], p["confidence"]))
         assert f"id {p['id']} \u00b7 {p['region']}" in text
-        assert (f"given {CLASSES[p['gold']]} \u00b7 most predicted "
-                f"{CLASSES[p['most_predicted']]}") in text
+        # class names isolated (U+2068 ... U+2069): an RTL override cannot reorder the line
+        assert (f"given {iso(CLASSES[p['gold']])} \u00b7 most predicted "
+                f"{iso(CLASSES[p['most_predicted']])}") in text
         assert f"confidence {p['confidence']:.3f} \u00b7 variability {p['variability']:.3f}" in text
         assert (f"correctness {p['correctness']:.2f} \u00b7 forgetfulness "
                 f"{p['forgetfulness']}") in text
@@ -416,8 +417,7 @@ def test_click_select_row_click_and_find(open_page, image_page_html, points):
 
 def _expected_corrections(rows: list[tuple]) -> bytes:
     """corrections.csv as Python's csv module writes it, with the spreadsheet guard."""
-    def guard(v: str) -> str:
-        return "'" + v if v.startswith(("=", "+", "-", "@", "\t", "\r", "'")) else v
+    from datamap.io import guard_cell as guard
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -481,6 +481,11 @@ def test_review_decisions_merge_into_corrections_csv(open_page, points):
     page.check("input[name='dm-colour'][value='decision']")
     legend = page.text_content("#dm-legend")
     assert f"none ({N - 4})" in legend and "drop (1)" in legend and "relabel (3)" in legend
+
+
+def iso(value: str) -> str:
+    """A data value as the page writes it inside a line of its own words (bidi-isolated)."""
+    return f"\u2068{value}\u2069"
 
 
 PAYLOADS = {
@@ -547,7 +552,8 @@ def test_payloads_in_the_data_run_nothing_and_show_as_text(open_page, points, ki
     else:
         assert f"{PAYLOADS['feature']}=1" in text
     cells = page.locator("#dm-table-body td").all_text_contents()
-    assert f"relabel to {PAYLOADS['class']}: {PAYLOADS['note']} ({PAYLOADS['reviewer']})" in cells
+    assert (f"relabel to {iso(PAYLOADS['class'])}: {iso(PAYLOADS['note'])} "
+            f"({iso(PAYLOADS['reviewer'])})") in cells
     assert PAYLOADS["class"] in cells  # the given label of the first decided example
     _, data = download(page, "#dm-download-corrections")
     assert read_download(data)["note"].tolist() == [PAYLOADS["note"]] * 3
@@ -627,20 +633,24 @@ def test_pan_zoom_and_colour_by(open_page, image_page_html, points):
 
 
 def test_guarded_values_round_trip_through_the_download(open_page, points):
-    values = ["=1+1", "-", "'x", "''=", "@a"]
+    # a negative integer (-1) is no formula: written as it is; "-1-1" is one, and a
+    # spreadsheet would save "+2.5" as "2.5": both guarded
+    values = ["=1+1", "-", "'x", "''=", "@a", "-1", "+2.5", "-1-1"]
     classes = [*CLASSES[:5], *values]  # classes literally named so: relabel targets
     pts = sorted_points(points)
     ids = pts["id"].tolist()
-    prior = pd.DataFrame({"id": ids[:5], "action": ["relabel"] * 5, "label": values,
+    n = len(values)
+    prior = pd.DataFrame({"id": ids[:n], "action": ["relabel"] * n, "label": values,
                           "note": values, "reviewer": values[::-1]})
     page = open_page(build(points, decisions=prior, classes=classes), "guard.html").page
     _, data = download(page, "#dm-download-corrections")
     expected = io.StringIO()
     writer = csv.writer(expected, lineterminator="\n")
     writer.writerow(COLUMNS)
-    for i, v, r in zip(ids[:5], values, values[::-1], strict=True):
-        writer.writerow([i, "relabel", *("'" * v.startswith(("=", "-", "'", "@")) + x
-                                         for x in (v, v, r))])
+    guarded = {"=1+1": "'=1+1", "-": "'-", "'x": "''x", "''=": "'''=", "@a": "'@a",
+               "-1": "-1", "+2.5": "'+2.5", "-1-1": "'-1-1"}
+    for i, v, r in zip(ids[:n], values, values[::-1], strict=True):
+        writer.writerow([i, "relabel", guarded[v], guarded[v], guarded[r]])
     assert data == expected.getvalue().encode()
     back = read_download(data)
     assert back["label"].tolist() == values and back["note"].tolist() == values

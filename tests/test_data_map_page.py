@@ -163,7 +163,7 @@ def test_correctness_colours_match_the_static_map():
 
 
 @pytest.mark.parametrize("value, cell", [
-    ("plain", "plain"), ("", ""), ("=1+1", "'=1+1"), ("+1", "'+1"), ("-1", "'-1"),
+    ("plain", "plain"), ("", ""), ("=1+1", "'=1+1"), ("+1", "'+1"), ("-1", "-1"),
     ("@x", "'@x"), ("\tx", "'\tx"), ("\rx", "\"'\rx\""), ("'q", "''q"),
     ('a,"b"', '"a,""b"""'), ("two\nlines", '"two\nlines"'), ("=a,b", "\"'=a,b\""),
 ])
@@ -264,7 +264,18 @@ def test_invalid_inputs_are_refused_with_the_field_named(preview, decisions, kw,
 # --------------------------------------------------------------------------------------------
 # the spreadsheet guard: one rule for the page, the corrections writer and its reader
 
-GUARDED = ["=1+1", "-", "'x", "''=", "@a", "+1", "\tx", "\rx", "'", "plain", "", "a'=", "-1"]
+GUARDED = ["=1+1", "-", "'x", "''=", "@a", "+1", "\tx", "\rx", "'", "plain", "", "a'=", "-1",
+           "-1-1", "-2.5e3", "+.5", "-1e", "'-1", "-0x1"]
+
+
+@pytest.mark.parametrize(("value", "written"), [
+    ("=1+1", "'=1+1"), ("-1-1", "'-1-1"), ("-1e", "'-1e"), ("-0x1", "'-0x1"), ("@a", "'@a"),
+    ("-", "'-"), ("'-1", "''-1"), ("+2", "'+2"), ("-0", "'-0"), ("-01", "'-01"),
+    ("-2.5e3", "'-2.5e3"), ("-1.5", "'-1.5"), ("-1234567890123456", "'-1234567890123456"),
+    ("-1", "-1"), ("-42", "-42"), ("-123456789012345", "-123456789012345"), ("plain", "plain"),
+])
+def test_a_negative_integer_is_written_as_it_is_and_a_formula_is_guarded(value, written):
+    assert guard_cell(value) == written
 
 
 @pytest.mark.parametrize("value", GUARDED)
@@ -295,6 +306,10 @@ def test_page_js_writes_the_same_guard():
     (pattern,) = re.findall(r"/\^\[([^\]]+)\]/\.test\(value\)", script)
     decoded = pattern.replace("\\-", "-").replace("\\t", "\t").replace("\\r", "\r")
     assert sorted(decoded) == sorted(GUARDED_STARTS)
+    from datamap.io import PLAIN_NUMBER
+
+    (number,) = re.findall(r"const PLAIN_NUMBER = /\^(.+)\$/;", script)
+    assert number == PLAIN_NUMBER.pattern
 
 
 # --------------------------------------------------------------------------------------------

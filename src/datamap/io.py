@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -49,11 +50,37 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             yield target
         if not target.exists():
             raise RuntimeError(f"atomic write of {path} produced nothing")
+        _fsync_tree(target)  # the bytes on the disk before the name points at them
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(target, path)
+        _fsync(path.parent)  # and the rename itself, so a crash leaves the old or the new
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file, or a directory's entries) to the disk; a file system that
+    cannot (some network mounts refuse a directory) is left to its own guarantees."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) * path.is_dir())
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    """:func:`_fsync` of ``path`` and, for a directory, of everything inside it."""
+    if path.is_dir() and not path.is_symlink():
+        for inner in sorted(path.rglob("*")):
+            if not inner.is_symlink():
+                _fsync(inner)
+    _fsync(path)
 
 
 def _temporary_dir(parent: Path, prefix: str, suffix: str, named: Path) -> Path:
@@ -113,9 +140,11 @@ def move_into(staging: str | os.PathLike, out_dir: str | os.PathLike,
         src, dst = staging / name, out_dir / name
         if not src.exists():
             continue
+        _fsync_tree(src)
         if dst.is_dir() and not dst.is_symlink():
             shutil.rmtree(dst)
         os.replace(src, dst)
+    _fsync(out_dir)
 
 
 @contextlib.contextmanager
@@ -135,9 +164,72 @@ def staged_outputs(out_dir: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def private_dir(path: str | os.PathLike) -> Path:
+    """``path`` as a directory only this account can read or write (mode 0700, whatever the
+    umask): datamap's own state (``.datamap``: notes, timings, the token store). One this
+    account already owns is made private; a link or another account's directory is left as it
+    is (the token store then refuses it)."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(path)
+    if os.path.isdir(path) and not os.path.islink(path) and info.st_uid == os.getuid() \
+            and info.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# CSV files people open in a spreadsheet (the review queue, corrections, confusion tables)
+
+#: A cell starting with one of these gets one leading ``'`` (:func:`guard_cell`): a formula to a
+#: spreadsheet (OWASP's list), or the guard's own quote, so that the rule can be undone.
+GUARDED_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+#: A negative integer as a spreadsheet writes it back (``-1``, ``-42``; no leading zero, at most
+#: 15 digits): it reads as that number, never as a formula, and saves as the same characters,
+#: so it is written as it is (a class ``-1`` stays ``-1`` on the screen). Other numbers keep the
+#: guard: a spreadsheet would save ``+1`` as ``1``, ``-0`` as ``0`` or ``-2e3`` as ``-2000``.
+PLAIN_NUMBER = re.compile(r"-[1-9][0-9]{0,14}", re.ASCII)
+
+
+def guard_cell(value: str) -> str:
+    """A free-text CSV cell as datamap writes it: one extra leading ``'`` when ``value`` starts
+    with one of :data:`GUARDED_STARTS` and is not a :data:`PLAIN_NUMBER`, else ``value``
+    unchanged. :func:`unguard_cell` undoes it: every value round-trips exactly."""
+    if value.startswith(GUARDED_STARTS) and not PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def unguard_cell(cell: str) -> str:
+    """A cell written by :func:`guard_cell` as its value: without its first character when that
+    is ``'`` followed by one of :data:`GUARDED_STARTS`, else unchanged (a hand-written ``'x``,
+    quote then letter, is data)."""
+    if len(cell) >= 2 and cell[0] == "'" and cell[1] in GUARDED_STARTS:
+        return cell[1:]
+    return cell
+
+
+def guarded_frame(frame: Any) -> Any:
+    """``frame`` with every text cell (and column name) through :func:`guard_cell`; numbers,
+    booleans and missing values unchanged."""
+    def guard(value: Any) -> Any:
+        return guard_cell(value) if isinstance(value, str) else value
+
+    text = [c for c in frame.columns if frame[c].dtype == object or frame[c].dtype == "string"]
+    out = frame.assign(**{str(c): frame[c].map(guard) for c in text}) if text else frame
+    return out.rename(columns=guard)
+
+
+def write_csv(path: str | os.PathLike, frame: Any, **to_csv: Any) -> None:
+    """``frame`` as a CSV file for people (spreadsheet-guarded, :func:`guarded_frame`), without
+    its index, atomically; ``to_csv``: more of pandas' ``to_csv`` options."""
+    with atomic_path(path) as tmp:
+        guarded_frame(frame).to_csv(tmp, index=False, **to_csv)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -228,7 +228,9 @@ def plot_review_grid(queue: pd.DataFrame, images: dict[int, np.ndarray],
         image = images[row.id]
         ax.imshow(image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1),
                   cmap="gray_r", interpolation="nearest")
-        ax.set_title(f"#{row.id}: {row.given_label}->{row.model_label}", fontsize=7)
+        # class names are data (a folder "under $5"): shown as written, never as TeX math
+        ax.set_title(f"#{row.id}: {row.given_label}->{row.model_label}", fontsize=7,
+                     parse_math=False)
     fig.suptitle("Hard-to-learn examples (given label -> model's label)", fontsize=9)
     fig.tight_layout()
     save_png(fig, path)

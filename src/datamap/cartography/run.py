@@ -15,7 +15,7 @@ import pandas as pd
 from datamap.data.corrections import read_applied_corrections, summary_counts
 from datamap.data.splits import read_meta, read_split
 from datamap.errors import DataError
-from datamap.io import atomic_path, staged_outputs, write_json
+from datamap.io import atomic_path, staged_outputs, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,8 @@ def run_cartography(
         queue = with_inputs(queue, train)
         with atomic_path(staging / "review") as tmp:
             tmp.mkdir()
-            queue.to_csv(tmp / "hard_to_learn.csv", index=False)
+            # annotators open it in a spreadsheet: a label or text "=..." is shown, not run
+            write_csv(tmp / "hard_to_learn.csv", queue)
             if meta.get("input_kind") == "image" and len(queue):
                 images = dict(zip(train.ids.tolist(), train.x, strict=True))
                 plot_review_grid(queue, images, tmp / "hard_to_learn.png")

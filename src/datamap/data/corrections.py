@@ -28,7 +28,8 @@ naming the file, the line and the fix.
 The spreadsheet-formula guard, one rule for every writer and reader of the file (this module,
 the Label Studio import, the interactive page's download): a ``label``, ``note`` or
 ``reviewer`` cell that starts with ``=``, ``+``, ``-``, ``@``, a tab, a carriage return (what a
-spreadsheet reads as a formula) or ``'`` is written with one extra leading ``'``
+spreadsheet reads as a formula) or ``'``, and is not a negative integer such as ``-1``
+(which a spreadsheet reads, and saves, as the same number), is written with one extra leading ``'``
 (:func:`guard_cell`); the reader removes one leading ``'`` when the character after it is one
 of those seven (:func:`unguard_cell`). Every value round-trips exactly (a class named ``-`` or
 ``=x`` is written ``'-``, ``'=x`` and read back as ``-``, ``=x``; ``'x`` is written ``''x``);
@@ -52,7 +53,15 @@ import pyarrow as pa
 
 from datamap.data.labels import canonical_label
 from datamap.errors import DataError
-from datamap.io import read_parquet, write_text
+
+# the spreadsheet guard is one rule for every CSV datamap writes for people: it lives in io
+from datamap.io import (  # noqa: F401
+    GUARDED_STARTS,
+    guard_cell,
+    read_parquet,
+    unguard_cell,
+    write_text,
+)
 
 #: The actions a row can take.
 ACTIONS = ("relabel", "drop", "keep")
@@ -72,9 +81,6 @@ SPLITS = ("train", "val", "test")
 #: The names each action is counted under in ``meta.json`` and the cartography summary.
 COUNT_NAMES = {"relabel": "relabelled", "drop": "dropped", "keep": "kept"}
 
-#: A cell starting with one of these gets one leading ``'`` (:func:`guard_cell`): a formula to a
-#: spreadsheet (OWASP's list), or the guard's own quote, so that the rule can be undone.
-GUARDED_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
 #: The columns whose cells are guarded (free text; ids and actions cannot start a formula).
 GUARDED_COLUMNS = ("label", "note", "reviewer")
 
@@ -110,46 +116,6 @@ class Corrections:
 
     def __len__(self) -> int:
         return len(self.decisions)
-
-
-# --------------------------------------------------------------------------------------------
-# the spreadsheet guard
-
-
-def guard_cell(value: str) -> str:
-    """A ``label``, ``note`` or ``reviewer`` value as a corrections file stores it.
-
-    Parameters
-    ----------
-    value : str
-        The value (a class name, a note, a reviewer).
-
-    Returns
-    -------
-    str
-        ``value`` with one extra leading ``'`` when it starts with one of
-        :data:`GUARDED_STARTS`, else ``value`` unchanged; :func:`unguard_cell` undoes it.
-    """
-    return "'" + value if value.startswith(GUARDED_STARTS) else value
-
-
-def unguard_cell(cell: str) -> str:
-    """A ``label``, ``note`` or ``reviewer`` cell of a corrections file as its value.
-
-    Parameters
-    ----------
-    cell : str
-        The cell's text after CSV unquoting.
-
-    Returns
-    -------
-    str
-        ``cell`` without its first character when that is ``'`` followed by one of
-        :data:`GUARDED_STARTS` (the guard of :func:`guard_cell`), else ``cell`` unchanged.
-    """
-    if len(cell) >= 2 and cell[0] == "'" and cell[1] in GUARDED_STARTS:
-        return cell[1:]
-    return cell
 
 
 # --------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from datamap.data.corrections import (
 from datamap.data.labels import canonical_label
 from datamap.data.splits import read_meta, read_split
 from datamap.errors import DataError
-from datamap.io import write_json, write_text
+from datamap.io import unguard_cell, write_json, write_text
 
 #: The control tags of the labeling config (the ``from_name`` of their results).
 LABEL = "label"
@@ -154,6 +154,9 @@ def read_queue(path: str | os.PathLike) -> Any:
     if missing:
         raise DataError(f"{path}: the review queue lacks column(s) {', '.join(missing)}; "
                         "rerun the cartography stage")
+    # the writer guarded every text cell against spreadsheets (datamap.io.write_csv)
+    queue = queue.rename(columns=unguard_cell)
+    queue = queue.assign(**{c: queue[c].map(unguard_cell) for c in queue.columns})
     bad = [v for v in queue["id"] if not INTEGER.fullmatch(v)]
     if bad:
         raise DataError(f"{path}: id {bad[0]!r} is not an integer; rerun the cartography stage")

@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from datamap.data.splits import SPLITS, eval_splits, read_meta, split_path
 from datamap.errors import DataError
-from datamap.io import atomic_path, write_json, write_parquet
+from datamap.io import atomic_path, write_csv, write_json, write_parquet
 from datamap.layout import EVAL_CONFUSION, EVAL_METRICS, EVAL_PREDICTIONS
 from datamap.training.metrics import METRICS, evaluate_split
 
@@ -186,8 +186,7 @@ def evaluate_subsets(retrained: Mapping[str, Mapping[int, Path]],
                                                       batch_size=batch_size)
             for name, table in _confusion_tables(frame, class_names).items():
                 path = staging / EVAL_CONFUSION / spec / name
-                path.parent.mkdir(parents=True, exist_ok=True)
-                table.to_csv(path, index=False)
+                write_csv(path, table)  # class names: spreadsheet-guarded
             arrow = pa.Table.from_pandas(frame, preserve_index=False)
             write_parquet(staging / EVAL_PREDICTIONS / f"{spec}.parquet",
                           arrow.replace_schema_metadata(None))

@@ -103,12 +103,13 @@ def changed_keys(config_dir: str | os.PathLike, overrides: Sequence[str]) -> dic
 def write_compose_note(root: str | os.PathLike, config_dir: str | os.PathLike,
                        overrides: Sequence[str]) -> None:
     """Note what ``overrides`` change (or remove the note when there are none)."""
-    from datamap.io import write_json
+    from datamap.io import private_dir, write_json
 
     note = Path(root) / COMPOSE_NOTE
     if not overrides:
         note.unlink(missing_ok=True)
         return
+    private_dir(note.parent)  # .datamap: 0700 whatever the umask (the token store needs it)
     write_json(note, {"overrides": list(overrides),
                       "changed": changed_keys(config_dir, overrides)})
 

@@ -24,7 +24,7 @@ from typing import Any
 from datamap.errors import ConfigError, DataError
 from datamap.io import read_json, write_json, write_text
 from datamap.layout import Layout
-from datamap.markdown import markdown_table
+from datamap.markdown import Markup, escape, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +157,11 @@ def single_criterion(spec: Any) -> tuple[str, float] | None:
     return str(criterion), float(fraction)
 
 
-def _cell(value: Mapping[str, Any], seeds: int, base_seeds: int) -> str:
+def _cell(value: Mapping[str, Any], seeds: int, base_seeds: int) -> Markup:
     text = f"{value['mean']:.3f} ± {value['std']:.3f}"
     if "diff" in value:
         text += f" ({value['diff']:+.3f}{'*' if marked(value, seeds, base_seeds) else ''})"
-    return text
+    return Markup(text)  # the significance mark is a literal '*' (one: never emphasis)
 
 
 def _make_up(entry: Mapping[str, Any]) -> str:
@@ -180,7 +180,8 @@ def comparison_table(report: Mapping[str, Any], baseline: str | None = None,
     for spec, entry in report.items():
         flipped = entry.get("flipped_share")
         lacks = (missing or {}).get(spec) or []
-        row = [f"`{spec}`", str(entry["n_train"]), f"{entry['fraction']:.0%}", _make_up(entry),
+        row = [Markup(f"`{spec}`"), str(entry["n_train"]), f"{entry['fraction']:.0%}",
+               _make_up(entry),
                "n/a" if flipped is None else f"{flipped:.1%}",
                ", ".join(lacks) if lacks else "-"]
         for _, path in sets:
@@ -228,7 +229,8 @@ def controls_note(layout: Layout, report: Mapping[str, Any]) -> str:
                 "so the models are compared on the test set only.\n\n")
     index = layout.prepared / "controls" / "index.json"
     described = read_json(index, what="control-set index") if index.is_file() else {}
-    lines = [f"* `{label}`: {described.get(label, {}).get('description', '(no description)')}"
+    lines = [f"* `{label}`: "
+             f"{escape(described.get(label, {}).get('description', '(no description)'))}"
              for label, _ in eval_sets(report)[1:]]
     return "Control sets (out-of-distribution evaluation):\n\n" + "\n".join(lines) + "\n\n"
 

@@ -376,16 +376,30 @@ def _point_columns(points: pd.DataFrame, n_classes: int) -> tuple[dict[str, np.n
     return columns, order
 
 
+def _in_order(values: Sequence[Any], order: np.ndarray) -> list[Any]:
+    """The ``order``-th of ``values`` by position (a pandas Series too: never by its index
+    labels, which would pair a point with another row's text)."""
+    positional = list(values)
+    return [positional[i] for i in order]
+
+
 def _integers(series: pd.Series, name: str) -> np.ndarray:
     values = series.to_numpy()
-    if values.dtype.kind in "iu" and values.dtype != np.uint64:
+    if values.dtype == np.uint64 and len(values) and values.max() > np.iinfo(np.int64).max:
+        raise DataError(f"{name} holds {int(values.max())}, beyond the 64-bit signed integers "
+                        "every id is; renumber the ids")
+    if values.dtype.kind in "iu":
         return values.astype(np.int64)
     numeric = pd.to_numeric(series, errors="coerce").to_numpy(np.float64)
     whole = np.isfinite(numeric) & (numeric == np.round(numeric))
     if not whole.all():
         raise DataError(f"{name} must hold integers; {int((~whole).sum())} value(s) "
                          f"are not (e.g. {series[~whole].head(5).tolist()})")
-    return series.to_numpy().astype(np.int64)
+    try:
+        return series.to_numpy().astype(np.int64)
+    except OverflowError as exc:
+        raise DataError(f"{name} holds a value beyond the 64-bit signed integers every id is; "
+                        "renumber the ids") from exc
 
 
 class _Blobs:
@@ -441,11 +455,11 @@ def _preview(preview: Images | Texts | Features | None, order: np.ndarray, blobs
         return None
     if isinstance(preview, Texts):
         check_length("texts", len(preview.texts))
-        texts = [preview.texts[i] for i in order]
+        texts = _in_order(preview.texts, order)
         out = {"kind": "texts", "texts": blobs.add_strings(texts, text_chars)}
         if preview.pairs is not None:
             check_length("pairs", len(preview.pairs))
-            out["pairs"] = blobs.add_strings([preview.pairs[i] for i in order], text_chars)
+            out["pairs"] = blobs.add_strings(_in_order(preview.pairs, order), text_chars)
         return out
     if isinstance(preview, Images):
         pixels = np.asarray(preview.pixels)
@@ -470,7 +484,7 @@ def _preview(preview: Images | Texts | Features | None, order: np.ndarray, blobs
                "height": h, "width": w, "displayHeight": h * scale, "displayWidth": w * scale}
         if preview.files is not None:
             check_length("files", len(preview.files))
-            out["files"] = blobs.add_strings([preview.files[i] for i in order], text_chars)
+            out["files"] = blobs.add_strings(_in_order(preview.files, order), text_chars)
         return out
     if isinstance(preview, Features):
         values = np.asarray(preview.values)

@@ -12,6 +12,11 @@
   const $ = (id) => document.getElementById(id);
   const fmtInt = (v) => v.toLocaleString("en");
 
+  /** A data value (a class name, a note, a reviewer) inside a line of the page's own words,
+   * isolated (U+2068 ... U+2069) so that a right-to-left override in it cannot reorder the
+   * words or values around it. */
+  const iso = (value) => `\u2068${value}\u2069`;
+
   /** An element with text (textContent) and an optional class. */
   function el(tag, text, className) {
     const node = document.createElement(tag);
@@ -466,7 +471,8 @@
       const forgot = neverLearned && neverLearned[i] ? "never learned" : String(forgetfulness[i]);
       const lines = [
         [`id ${ids[i]}`, ` \u00b7 ${config.regions[region[i]]}`],
-        [`given ${classNames[gold[i]]}`, ` \u00b7 most predicted ${classNames[predicted[i]]}`],
+        [`given ${iso(classNames[gold[i]])}`,
+          ` \u00b7 most predicted ${iso(classNames[predicted[i]])}`],
         [`confidence ${confidence[i].toFixed(3)}`, ` \u00b7 variability ${variability[i].toFixed(3)}`],
         [`correctness ${correctness[i].toFixed(2)}`, ` \u00b7 forgetfulness ${forgot}`],
       ];
@@ -483,9 +489,9 @@
 
     function decisionText(d) {
       const action = config.actions[d.action];
-      const what = action === "relabel" ? `relabel to ${classNames[d.label]}` : action;
-      const by = d.reviewer ? ` (${d.reviewer})` : "";
-      return d.note ? `${what}: ${d.note}${by}` : what + by;
+      const what = action === "relabel" ? `relabel to ${iso(classNames[d.label])}` : action;
+      const by = d.reviewer ? ` (${iso(d.reviewer)})` : "";
+      return d.note ? `${what}: ${iso(d.note)}${by}` : what + by;
     }
 
     /** The example's raw pixels [C, h, w] drawn into a canvas, scaled up pixelated by CSS. */
@@ -906,10 +912,13 @@
     });
 
     /** A corrections.csv label, note or reviewer field (csv_cell in builder.py): a leading
-     * formula character or quote gets one "'" (datamap.data.corrections.guard_cell; the reader
-     * drops one "'" followed by one of them), then RFC 4180 quoting as Python's csv module. */
+     * formula character or quote gets one "'" unless the value is a negative integer such as -1
+     * (datamap.io.guard_cell; the reader drops one "'" followed by one of them), then RFC 4180
+     * quoting as Python's csv module. */
+    const PLAIN_NUMBER = /^-[1-9][0-9]{0,14}$/;
     function csvCell(value) {
-      let text = /^[=+\-@\t\r']/.test(value) ? `'${value}` : value;
+      const guard = /^[=+\-@\t\r']/.test(value) && !PLAIN_NUMBER.test(value);
+      let text = guard ? `'${value}` : value;
       if (/[",\r\n]/.test(text)) text = `"${text.replaceAll('"', '""')}"`;
       return text;
     }
@@ -966,7 +975,7 @@
         decisionCode[i] = code + 1;  // "clear": indexOf is -1, code 0 (none)
       }
       const what = action === "clear" ? "Cleared the decisions of"
-        : `Recorded ${action === "relabel" ? `relabel to ${classNames[decision.label]}` : action} for`;
+        : `Recorded ${action === "relabel" ? `relabel to ${iso(classNames[decision.label])}` : action} for`;
       reviewStatus(`${what} ${fmtInt(selectedList.length)} examples; `);
       if (colouring.key === "decision") recolour();
       renderTable();

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from datamap.io import atomic_path, write_text
+from datamap.io import atomic_path, write_csv
 from datamap.tracking.adapter import LoggerAdapter, media_file
 
 
@@ -21,8 +21,7 @@ class CsvAdapter(LoggerAdapter):
         return True
 
     def log_table(self, logger: Any, key, frame, *, step, epoch, thumbnails) -> bool:
-        write_text(Path(logger.log_dir) / "media" / media_file(key, epoch, ".csv"),
-                   frame.to_csv(index=False))
+        write_csv(Path(logger.log_dir) / "media" / media_file(key, epoch, ".csv"), frame)
         return True
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from datamap.io import guarded_frame
 from datamap.tracking.adapter import LoggerAdapter, allow_file_store, media_file
 
 
@@ -31,7 +32,7 @@ class MlflowAdapter(LoggerAdapter):
         return True
 
     def log_table(self, logger, key, frame, *, step, epoch, thumbnails) -> bool:
-        logger.experiment.log_text(logger.run_id, frame.to_csv(index=False),
+        logger.experiment.log_text(logger.run_id, guarded_frame(frame).to_csv(index=False),
                                    artifact_file="media/" + media_file(key, epoch, ".csv"))
         return True
 
