@@ -13,10 +13,23 @@ training-epoch metrics after the checkpoint hooks, so a checkpoint written at on
 disk without that epoch's last log rows: a run killed in between resumed from it and never
 logged them. Written later, a checkpoint never gets ahead of the logs; a kill before it is
 written resumes from the one before and redoes the epoch.
+
+Each checkpoint is written to a temporary file in its own directory, flushed to the disk and
+renamed onto its name (then the directory is flushed), so a kill or a crash leaves the old file
+or the new one, never a truncated one. (Lightning's own writer stages the file in ``$TMPDIR``
+and moves it: on another file system that is a copy into place, which a kill cuts short.)
+
+Written with it, once the epoch's logs are on disk, are the epoch's logged values (the
+trainer's ``callback_metrics``): a run resumed from its final epoch's checkpoint trains no epoch
+and logs nothing, and takes them from there (:attr:`ResumableCheckpoint.restored_metrics`), so
+its ``metrics.json`` says what the uninterrupted run's says.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 from weakref import proxy
 
@@ -25,6 +38,51 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from datamap.errors import ConfigError
+
+#: The key of a checkpoint callback state under which the epoch's logged values are kept.
+LOGGED_METRICS = "logged_metrics"
+
+
+def atomic_torch_save(checkpoint: dict[str, Any], filepath: str | os.PathLike) -> None:
+    """``torch.save(checkpoint)`` onto ``filepath`` through a temporary file in its directory:
+    flushed to the disk, renamed onto ``filepath``, the directory flushed. The same bytes as
+    Lightning's writer (both pickle to a file object, not a named file)."""
+    path = Path(filepath)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return  # a platform without directory handles: the rename is all there is
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass  # a file system that cannot flush a directory
+    finally:
+        os.close(dir_fd)
+
+
+def _logged_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    """The trainer's ``callback_metrics`` as plain floats, sorted by name (the same bytes in a
+    resumed run, whose metrics were logged in another order)."""
+    from datamap.callbacks.portable import intern_strings
+
+    values = {}
+    for key, value in sorted(trainer.callback_metrics.items()):
+        try:
+            values[key] = float(value)
+        except (TypeError, ValueError, RuntimeError):
+            continue  # not a single number
+    return intern_strings(values)
 
 
 class ResumableCheckpoint(ModelCheckpoint):
@@ -56,6 +114,13 @@ class ResumableCheckpoint(ModelCheckpoint):
         self.last_every_n_epochs = last_every_n_epochs
         #: ("save", path, checkpoint) and ("remove", path, None), in the order they were asked
         self._pending: list[tuple[str, str, dict[str, Any] | None]] = []
+        #: The logged values of the epoch of the checkpoint this run resumed from ({} when it
+        #: started afresh, or the checkpoint predates them).
+        self.restored_metrics: dict[str, float] = {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.restored_metrics = dict(state_dict.get(LOGGED_METRICS) or {})
 
     def state_dict(self) -> dict[str, Any]:
         # Every tensor its own copy: ModelCheckpoint's scores share one tensor in a run that
@@ -110,15 +175,34 @@ class ResumableCheckpoint(ModelCheckpoint):
         for logger in trainer.loggers:
             logger.save()  # the epoch's rows first: a checkpoint never gets ahead of the logs
         pending, self._pending = self._pending, []
+        logged = _logged_metrics(trainer)  # the epoch's, its last rows included
         for action, filepath, checkpoint in pending:
             if action == "remove":
                 super()._remove_checkpoint(trainer, filepath)
                 continue
-            trainer.strategy.save_checkpoint(checkpoint, filepath)
+            state = (checkpoint.get("callbacks") or {}).get(self.state_key)
+            if isinstance(state, dict):
+                state[LOGGED_METRICS] = dict(logged)
+            self._write(trainer, checkpoint, filepath)
             trainer.strategy.barrier("ResumableCheckpoint._write_pending")
             if trainer.is_global_zero:
                 for logger in trainer.loggers:
                     logger.after_save_checkpoint(proxy(self))
+
+    @staticmethod
+    def _write(trainer: pl.Trainer, checkpoint: dict[str, Any], filepath: str) -> None:
+        from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+        from pytorch_lightning.strategies import Strategy
+
+        strategy = trainer.strategy
+        local = "://" not in str(filepath)
+        if (local and type(strategy).save_checkpoint is Strategy.save_checkpoint
+                and type(strategy.checkpoint_io) is TorchCheckpointIO):
+            # what Strategy.save_checkpoint does, with a writer a kill cannot leave half done
+            if strategy.is_global_zero:
+                atomic_torch_save(checkpoint, filepath)
+        else:  # a strategy or checkpoint plugin that writes its own way (sharded, remote)
+            strategy.save_checkpoint(checkpoint, filepath)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_start(trainer, pl_module)

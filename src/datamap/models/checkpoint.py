@@ -39,10 +39,24 @@ def save_model(model: Any, path: str | os.PathLike, best_checkpoint: str | None 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """A Lightning checkpoint file's dictionary, its tensors memory-mapped (for reading its
-    epoch, step or callback states without reading every weight)."""
+    epoch, step or callback states without reading every weight).
+
+    A file that is not a readable checkpoint (truncated, corrupt, not a checkpoint at all) is
+    a :class:`DataError` naming it."""
+    import pickle
+
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        # a truncated zip archive is an OSError (EINVAL) or a RuntimeError, by where it is cut
+        reason = " ".join(str(exc).split()).split(". ")[0] or type(exc).__name__
+        raise DataError(f"{path}: not a readable checkpoint (truncated or corrupt? "
+                        f"{reason})") from exc
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise DataError(f"{path}: not a Lightning checkpoint (no epoch in it)")
+    return state
 
 
 def checkpoint_epoch(path: str | os.PathLike) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from datamap.errors import ConfigError
+from datamap.errors import ConfigError, DataError
 from datamap.io import write_json
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ def resume_checkpoint(checkpoint_dir: Path, resume: bool | str | None,
         if run.get("finished"):
             log.info("resume: the run in %s finished; training from scratch", checkpoint_dir)
             return None
+        _check_readable(last, "delete it (or the whole directory) to train afresh, or set "
+                              "resume=false")
         return str(last)
     path = Path(str(resume))
     if not path.is_file():
@@ -82,7 +84,20 @@ def resume_checkpoint(checkpoint_dir: Path, resume: bool | str | None,
     if run and run.get("fingerprint") != fingerprint:
         raise ConfigError(f"resume={resume!r}: the checkpoint was written with a different "
                           "configuration (see its run.json); resuming it would mix two runs")
+    _check_readable(path, "pass another checkpoint, or resume=false to train afresh")
     return str(path)
+
+
+def _check_readable(path: Path, fix: str) -> None:
+    """Refuse in one line a resume checkpoint that cannot be read (a file cut short by a crash
+    of an older writer, a disk fault): the run cannot continue from it, and training afresh
+    silently would throw away what the directory holds."""
+    from datamap.models.checkpoint import read_checkpoint
+
+    try:
+        read_checkpoint(path)
+    except DataError as exc:
+        raise DataError(f"resume: {exc}; {fix}") from exc
 
 
 def _drop_checkpoints_after(checkpoint_dir: Path, ckpt_path: str) -> None:
@@ -104,6 +119,8 @@ def _drop_checkpoints_after(checkpoint_dir: Path, ckpt_path: str) -> None:
     for path in checkpoint_dir.glob("*.ckpt"):
         if path.name not in known:
             path.unlink()
+    for path in checkpoint_dir.glob(".*.ckpt.*.tmp"):
+        path.unlink(missing_ok=True)  # a checkpoint being written when the run was killed
 
 
 def prepare_checkpoint_dir(checkpoint_dir: Path, ckpt_path: str | None,

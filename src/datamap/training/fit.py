@@ -93,18 +93,24 @@ def build_loggers(group: Mapping[str, Any] | None, log_dir: Path) -> list[Any]:
 #: a directory that always exists, so DVC can declare it as an out whatever is recorded.
 HELDOUT_DIR = "heldout"
 def saved_model_metrics(model_path: Path, datamodule: Any, trainer: Any,
-                        monitor: str | None) -> dict[str, Any]:
+                        monitor: str | None,
+                        restored: Mapping[str, float] | None = None) -> dict[str, Any]:
     """What ``metrics.json`` says: the numbers of the model saved in ``model_path``.
 
     The saved weights are reloaded and evaluated afresh on the validation split with the code
     the evaluate stage uses, so each number describes the file next to it -- not the last epoch,
     which is usually another set of weights. The last epoch's logged values are kept under
     ``last_epoch``, a name that says what they are.
+
+    ``restored``: the logged values kept in the checkpoint a resumed run started from, under
+    what this run logged: a run resumed from its final epoch's checkpoint trains (and logs)
+    nothing, and its ``last_epoch`` is still the uninterrupted run's.
     """
     from datamap.training.metrics import split_metrics
 
-    last = {key.replace("/", "_"): round(float(value), 6)
-            for key, value in sorted(trainer.callback_metrics.items())
+    values = {key: float(value) for key, value in (restored or {}).items()}
+    values.update((key, float(value)) for key, value in trainer.callback_metrics.items())
+    last = {key.replace("/", "_"): round(value, 6) for key, value in sorted(values.items())
             if not key.endswith("_step")}
     return {
         "checkpoint": {
@@ -182,9 +188,11 @@ def fit_classifier(
 
     from datamap.callbacks.compose import fit_callbacks, shows_progress
     from datamap.callbacks.portable import PortableCheckpointPaths
+    from datamap.data.options import seed_value
     from datamap.tracking.loggers import RUNS_FILE, finish_runs, write_runs
 
     check_max_epochs(cfg.trainer)
+    seed = seed_value(cfg.seed)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # A sibling, not a child: a failed run must not leave even an empty out_dir behind.
@@ -192,10 +200,10 @@ def fit_classifier(
     try:
         # Data and model first: a model that cannot read the data fails before anything
         # (even the persistent checkpoint directory) is touched.
-        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        pl.seed_everything(seed, workers=True, verbose=False)
         log.info("datamodule: %s", cfg.data.datamodule._target_)
         datamodule = instantiate(cfg.data.datamodule, prepared_dir=str(prepared_dir),
-                                 seed=int(cfg.seed), train_ids=train_ids)
+                                 seed=seed, train_ids=train_ids)
         log.info("model: %s", cfg.model._target_)
         model = instantiate(cfg.model, input_shape=list(datamodule.input_shape),
                             num_classes=datamodule.num_classes,
@@ -219,7 +227,7 @@ def fit_classifier(
             (staging / HELDOUT_DIR).mkdir()
             recorder = instantiate(cfg.dynamics, dirpath=str(staging),
                                    heldout_dirpath=str(staging / HELDOUT_DIR),
-                                   seed=int(cfg.seed), parts_dir=parts,
+                                   seed=seed, parts_dir=parts,
                                    run_token=fingerprint[:32] or None)
         configured = instantiate_group(cfg.get("callbacks"), "callbacks",
                                        dirpath=str(checkpoint_dir))
@@ -263,8 +271,9 @@ def fit_classifier(
         metrics: dict[str, Any] = {}
         if trainer.is_global_zero:
             save_model(model, staging / "model.ckpt", best_checkpoint=best or None)
+            restored = getattr(checkpoint, "restored_metrics", None) if ckpt_path else None
             metrics = saved_model_metrics(staging / "model.ckpt", datamodule, trainer,
-                                          checkpoint.monitor if best else None)
+                                          checkpoint.monitor if best else None, restored)
         if trainer.is_global_zero:
             write_json(staging / "metrics.json", metrics)
             write_runs(loggers, logs_dir / RUNS_FILE)
