@@ -119,7 +119,41 @@ def image_problem(kind: str) -> Callable[[Path], None]:
         elif kind == "unseen":
             write_image_folder(root / "imgs", per_class=2, splits=("test",))
             (root / "imgs" / "test" / "diagonal").rename(root / "imgs" / "test" / "circle")
+        elif kind == "16-bit":
+            Image.fromarray(np.full((8, 8), 1000, dtype=np.uint16)).save(target)
+        elif kind == "bomb":
+            target.write_bytes(png_header_only(20_000, 20_000))
+        elif kind == "same-class":
+            (root / "imgs" / "train" / "vertical").rename(root / "imgs" / "train" / "1")
+            (root / "imgs" / "train" / "diagonal").rename(root / "imgs" / "train" / "01")
+        elif kind == "mixed-kinds":
+            (root / "imgs" / "train" / "vertical").rename(root / "imgs" / "train" / "0")
+            (root / "imgs" / "train" / "diagonal").rename(root / "imgs" / "train" / "1")
     return setup
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
+            + chunk(b"IEND", b""))
+
+
+def float32_labels(root: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = numeric_frame(60)
+    pq.write_table(pa.table({**{c: frame[c].to_numpy() for c in ("f0", "f1")},
+                             "y": pa.array(np.where(frame["y"] == 2, 2.0**24, frame["y"]),
+                                           pa.float32())}), root / "num.parquet")
 
 
 def stale_dynamics(root: Path) -> None:
@@ -266,6 +300,30 @@ TABLE_CASES = [
     Case("too-small-to-split", "prepare", (*TEXT, "data.source.train=sst.csv"),
          ("cannot split 6 examples stratified", "give the split as its own file"),
          write("sst.csv", sentiment_frame(6))),
+    Case("feature-column-missing-in-test", "prepare",
+         ("data=table", "data.source.train=num.csv", "data.source.test=test.csv",
+          "data.source.label_column=y"),
+         ("test.csv: no feature column(s) 'f3' of the training file num.csv",
+          "matched by name"),
+         both(write("num.csv", numeric_frame(60)),
+              write("test.csv", numeric_frame(30).drop(columns="f3")))),
+    Case("duplicate-header", "prepare", (*TEXT, "data.source.train=sst.csv"),
+         ("sst.csv (data.source.train): column 'label' occurs 2 times in the header",
+          "rename or remove the repeated column"),
+         write("sst.csv", sst().assign(again=lambda f: f["label"]).rename(
+             columns={"again": "label"}))),
+    Case("float32-label-beyond-exact", "prepare",
+         ("data=table", "data.source.train=num.parquet", "data.source.label_column=y"),
+         ("num.parquet: label column 'y' at row 2", "is a float at or beyond 1.68e+07",
+          "store it as an integer or as text"), float32_labels),
+    Case("feature-beyond-float32", "prepare",
+         ("data=table", "data.source.train=num.csv", "data.source.label_column=y"),
+         ("num.csv: feature column 'f1' has 1 non-numeric", "'1e39' at line 5", "float32"),
+         write("num.csv", numeric_frame(40).astype({"f1": object}).assign(
+             f1=lambda f: f["f1"].where(f.index != 3, "1e39")))),
+    Case("label-with-line-separator", "prepare", (*TEXT, "data.source.train=sst.csv"),
+         ("sst.csv: label column 'label' at line 3", "holds a control character or line break"),
+         write("sst.csv", sst({(1, "label"): "positive\u2028x"}))),
 ]
 
 IMAGE = ("data=image_folder", "data.source.root=imgs")
@@ -289,6 +347,25 @@ IMAGE_CASES = [
          ("test: class folder(s) ['circle'] never occur in",), image_problem("unseen")),
     Case("bad-image-size", "prepare", (*IMAGE, "data.source.size=[8,0]"),
          ("data.source.size must be a positive int or [height, width]",), images()),
+    Case("image-size-boolean", "prepare", (*IMAGE, "data.source.size=true"),
+         ("data.source.size must be a positive int or [height, width], got True",), images()),
+    Case("image-size-float", "prepare", (*IMAGE, "data.source.size=28.0"),
+         ("data.source.size must be a positive int or [height, width], got 28.0",), images()),
+    Case("sixteen-bit-image", "prepare", (*IMAGE, "data.source.mode=L"),
+         ("train/vertical/001.png: image mode I;16 has 16-bit samples",
+          "convert the images to 8 bits"), image_problem("16-bit")),
+    Case("decompression-bomb", "prepare", IMAGE,
+         ("train/vertical/001.png: unreadable image", "decompression bomb",
+          "replace or remove the file"), image_problem("bomb")),
+    Case("class-folders-of-one-class", "prepare", IMAGE,
+         ("class folders '01', '1' are all the class '1'", "rename them apart"),
+         image_problem("same-class")),
+    Case("class-folders-mix-kinds", "prepare", IMAGE,
+         ("train: class folders: labels mix numbers ('0', '1') and text ('horizontal')",
+          "rename the stray folders"), image_problem("mixed-kinds")),
+    Case("image-classes-bare-value", "prepare", (*IMAGE, "data.source.classes=7"),
+         ("class folder(s) ['diagonal', 'horizontal', 'vertical'] are not in "
+          "data.source.classes ['7']",), images()),
 ]
 
 CONFIG_CASES = [
@@ -297,6 +374,11 @@ CONFIG_CASES = [
          ("control set name 'test.v2'", "letters, digits, _ and -"), write("sst.csv", sst())),
     Case("label-noise-out-of-range", "prepare", ("data.label_noise=1.5",),
          ("data.label_noise must be in [0, 1)",)),
+    Case("seed-not-an-integer", "prepare", ("seed=1.5",),
+         ("seed must be an integer in [0, 2**32)", "got 1.5")),
+    Case("seed-negative", "train", ("seed=-1",),
+         ("seed must be an integer in [0, 2**32)", "got -1"), prepared("numeric"),
+         outputs=("data/train",)),
     Case("train-records-per-epoch-train-pass", "train", ("dynamics.records_per_epoch=2",),
          ("dynamics.records_per_epoch=2 needs dynamics=eval_pass",), prepared("numeric"),
          outputs=("data/train",)),

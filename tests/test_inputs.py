@@ -7,9 +7,12 @@ import pandas as pd
 import pytest
 
 from datamap.data import TableSource
+from datamap.data.image_folder import ImageFolderSource
+from datamap.data.options import seed_value
+from datamap.data.prepare import prepare
 from datamap.errors import ConfigError, DataError
 
-from .helpers import sentiment_frame
+from .helpers import numeric_frame, sentiment_frame, write_image_folder
 
 
 def test_a_bare_drop_label_is_a_list_of_one(tmp_path):
@@ -64,3 +67,108 @@ def test_a_text_cell_that_is_not_text_is_refused(tmp_path):
         tmp_path / "t.jsonl", orient="records", lines=True)
     with pytest.raises(DataError, match="text column 'sentence' holds 20 value"):
         TableSource(train=str(tmp_path / "t.jsonl"), text_columns=["sentence"]).load()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_feature_columns_are_the_training_files_matched_by_name(tmp_path, suffix):
+    train = numeric_frame(60)
+    train.to_csv(tmp_path / "train.csv", index=False)
+    # the test file: its columns in another order, plus one the training file lacks
+    other = numeric_frame(30, seed=1)
+    other = other.assign(notes=99.0)[["notes", "f3", "y", "f1", "f0", "f2"]]
+    path = tmp_path / f"test{suffix}"
+    other.to_csv(path, index=False) if suffix == ".csv" else other.to_parquet(path)
+    data = TableSource(train=str(tmp_path / "train.csv"), test=str(path), control=str(path),
+                       label_column="y").load()
+    expected = other[["f0", "f1", "f2", "f3"]].to_numpy(dtype="float32")
+    assert data.train.input_shape == data.test.input_shape == (4,)
+    assert (data.test.x == expected).all() and (data.controls["control"].x == expected).all()
+
+
+@pytest.mark.parametrize("dtype, values", [
+    ("Int64", [1, 0, None] * 10), ("string", ["x", "y", None] * 10),
+    ("boolean", [True, False, None] * 10)])
+def test_a_nullable_columns_missing_label_is_missing(tmp_path, dtype, values):
+    # pandas restores nullable dtypes from Parquet metadata; their null is pd.NA
+    sentiment_frame(30).assign(label=pd.array(values, dtype=dtype)).to_parquet(
+        tmp_path / "t.parquet")
+    data = TableSource(train=str(tmp_path / "t.parquet"), text_columns="sentence",
+                       drop_labels=[""]).load()
+    assert data.dropped == {"train": 10} and len(data.train) == 20
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
+def test_ids_of_19_digits_are_ids_in_every_format(tmp_path, suffix):
+    ids = [2**63 - 1 - i for i in range(20)]  # int64's largest, 9223372036854775807
+    frame = sentiment_frame(20).assign(uid=ids)
+    path = tmp_path / f"t{suffix}"
+    {".csv": lambda p: frame.to_csv(p, index=False),
+     ".tsv": lambda p: frame.to_csv(p, sep="\t", index=False),
+     ".jsonl": lambda p: frame.to_json(p, orient="records", lines=True),
+     ".parquet": frame.to_parquet}[suffix](path)
+    data = TableSource(train=str(path), text_columns="sentence", id_column="uid").load()
+    assert data.train.ids.tolist() == ids
+
+
+def test_an_id_beyond_int64_is_refused(tmp_path):
+    sentiment_frame(4).assign(uid=["9223372036854775808", "1", "2", "3"]).to_csv(
+        tmp_path / "t.csv", index=False)
+    with pytest.raises(DataError, match="outside the 64-bit integer range"):
+        TableSource(train=str(tmp_path / "t.csv"), text_columns="sentence",
+                    id_column="uid").load()
+
+
+def test_date_like_json_strings_are_text_as_in_csv(tmp_path):
+    frame = sentiment_frame(20).assign(label=["2020-01-01", "2020-01-02"] * 10)
+    frame.loc[3, "sentence"] = "2021-06-30"
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    frame.to_json(tmp_path / "t.jsonl", orient="records", lines=True)
+    read = {suffix: TableSource(train=str(tmp_path / f"t{suffix}"),
+                                text_columns="sentence").load().train
+            for suffix in (".csv", ".jsonl")}
+    assert read[".jsonl"].class_names == read[".csv"].class_names == ["2020-01-01", "2020-01-02"]
+    assert read[".jsonl"].text.tolist() == read[".csv"].text.tolist()
+    assert read[".jsonl"].text[3] == "2021-06-30"
+
+
+def test_class_folders_are_read_by_the_label_rule(tmp_path):
+    write_image_folder(tmp_path / "imgs", per_class=2)
+    train = tmp_path / "imgs" / "train"
+    (train / "horizontal").rename(train / "01")
+    (train / "vertical").rename(train / "02")
+    (train / "diagonal").rename(train / "10")
+    data = ImageFolderSource(str(tmp_path / "imgs"), mode="L", classes=["01", 2, "10.0"]).load()
+    assert data.train.class_names == ["1", "2", "10"]
+    assert data.train.labels.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_a_bare_image_class_is_a_list_of_one(tmp_path):
+    write_image_folder(tmp_path / "imgs", per_class=2)
+    with pytest.raises(DataError, match=r"\['horizontal', 'vertical'\] are not in "
+                                        r"data.source.classes \['diagonal'\]"):
+        ImageFolderSource(str(tmp_path / "imgs"), mode="L", classes="diagonal").load()
+
+
+@pytest.mark.parametrize("value", [True, 1.5, "abc", -1, 2**32, None])
+def test_a_seed_is_an_integer_in_range(value):
+    with pytest.raises(ConfigError, match=r"seed must be an integer in \[0, 2\*\*32\)"):
+        seed_value(value)
+
+
+def test_the_largest_seed_prepares(tmp_path):
+    sentiment_frame(40).to_csv(tmp_path / "t.csv", index=False)
+    source = TableSource(train=str(tmp_path / "t.csv"), text_columns="sentence").load()
+    meta = prepare(source, tmp_path / "prepared", val=0.2, test=0.2, label_noise=0.1,
+                   seed=2**32 - 1)
+    assert meta["seed"] == 2**32 - 1
+
+
+@pytest.mark.parametrize("suffix, sep", [(".csv", ","), (".tsv", "\t")])
+def test_messages_name_the_physical_line_of_a_csv_row(tmp_path, suffix, sep):
+    # a quoted cell over three lines (CSV only: TSV is unquoted) and a blank line come first
+    cell = '"two\nlines\nhere"' if suffix == ".csv" else "one line"
+    rows = [f"sentence{sep}label", f"a b{sep}x", "", f"{cell}{sep}y", f"ok{sep}", f"fine{sep}y"]
+    (tmp_path / f"t{suffix}").write_text("\n".join(rows) + "\n")
+    line = 7 if suffix == ".csv" else 5
+    with pytest.raises(DataError, match=f"first at line {line}\\)"):
+        TableSource(train=str(tmp_path / f"t{suffix}"), text_columns="sentence").load()

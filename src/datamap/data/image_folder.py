@@ -4,6 +4,13 @@ Pillow reads PNG and JPEG files and converts each to the configured mode (``L``:
 channel, ``RGB``: three) and size; pixels are scaled to [0, 1] and stored inline as ``x``
 [C, H, W], so the prepared data is self-contained and models such as ``model=cnn`` read it
 like the built-in digits.
+
+A class folder's name is its class name by the label rule of :mod:`datamap.data.labels`, as a
+label cell is: folders ``01`` and ``1`` are both the class ``1`` (and refused side by side),
+``True`` is ``true``, and folders mixing numbers and other names are refused. Images must have
+8 bits per channel (Pillow modes such as ``1``, ``L``, ``P``, ``RGB``, ``RGBA``): converting a
+16-bit or float image (``I;16``, ``I``, ``F``) to ``L`` or ``RGB`` clips every value above 255,
+so such files are refused, not silently saturated.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from datamap.data.labels import canonical_labels, check_one_kind
+from datamap.data.options import as_list, plain
 from datamap.data.sources import RawData, SourceData, class_names_of, named_paths
 from datamap.errors import ConfigError, DataError
 
@@ -26,13 +35,16 @@ MODES = ("L", "RGB")
 
 
 def image_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
-    """``data.source.size`` as (height, width): an int is a square, a pair is [height, width]."""
+    """``data.source.size`` as (height, width): an int is a square, a pair is [height, width].
+    Anything else -- a boolean (``true`` is no size), a float, text, a mapping -- is refused."""
+    size = plain(size)
     if size is None:
         return None
-    values = [size] if isinstance(size, int) else list(size)
+    values = list(size) if isinstance(size, Sequence) and not isinstance(size, str) else [size]
     if len(values) == 1:
         values = values * 2
-    if len(values) != 2 or not all(isinstance(v, int) and v > 0 for v in values):
+    if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                   for v in values):
         raise ConfigError(f"data.source.size must be a positive int or [height, width], got "
                           f"{size!r}")
     return int(values[0]), int(values[1])
@@ -68,7 +80,9 @@ class ImageFolderSource:
         self.root = Path(root)
         self.mode = mode
         self.size = image_size(size)
-        self.classes = [str(c) for c in classes] if classes is not None else None
+        # a bare value is a list of one, and each is read by the label rule (as folder names)
+        self.classes = (class_names_of([], classes) if as_list(classes, "data.source.classes")
+                        is not None else None)
         self.controls = named_paths(control, "control")
 
     def load(self) -> SourceData:
@@ -139,6 +153,7 @@ class ImageFolderSource:
         skipped = 0
         class_dirs = sorted(p for p in folder.iterdir() if p.is_dir()
                             and not p.name.startswith("."))
+        classes = self._class_names(folder, [p.name for p in class_dirs])
         for class_dir in class_dirs:
             files = sorted(p for p in class_dir.iterdir() if p.is_file()
                            and not p.name.startswith("."))
@@ -147,7 +162,7 @@ class ImageFolderSource:
             if not found:
                 raise DataError(f"{class_dir}: no images (.png, .jpg, .jpeg) in this class "
                                 "folder; add some or remove the folder")
-            entries += [(class_dir.name, p) for p in found]
+            entries += [(classes[class_dir.name], p) for p in found]
         if not entries:
             raise DataError(f"{folder}: no images; expected {folder}/<class>/<image>.png "
                             "(one folder per class)")
@@ -156,10 +171,32 @@ class ImageFolderSource:
                         "/".join(IMAGE_SUFFIXES))
         return entries
 
+    @staticmethod
+    def _class_names(folder: Path, names: list[str]) -> dict[str, str]:
+        """Folder name -> class name by the label rule, refusing a folder that names no
+        class, two folders of one class and folders that mix numbers and other names."""
+        classes = dict(zip(names, canonical_labels(
+            names, lambda i: f"{folder}: class folder {names[i]!r}",
+            "rename the folder").tolist(), strict=True))
+        by_class: dict[str, list[str]] = {}
+        for name, label in classes.items():
+            by_class.setdefault(label, []).append(name)
+        for label, same in by_class.items():
+            if label == "":
+                raise DataError(f"{folder}: class folder {same[0]!r} names no class; rename it")
+            if len(same) > 1:
+                raise DataError(
+                    f"{folder}: class folders {', '.join(map(repr, same))} are all the class "
+                    f"{label!r} (the label rule of docs/own-data.md reads 1, 01 and 1.0 as the "
+                    "class 1); merge them into one folder or rename them apart"
+                )
+        check_one_kind(classes.values(), f"{folder}: class folders", "rename the stray folders")
+        return classes
+
     def _read_all(self, images: dict[str, list[tuple[str, Path]]]) -> dict[str, np.ndarray]:
         """Every split's images as float32 [N, C, H, W] in [0, 1], in one shared mode and
         size (checked across all splits: a model takes one input shape)."""
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageMode, UnidentifiedImageError
 
         loaded: dict[str, list[np.ndarray]] = {}
         first: dict[str, tuple[Path, Any]] = {}
@@ -170,9 +207,20 @@ class ImageFolderSource:
                     with Image.open(path) as opened:
                         opened.load()
                         image = opened.copy()
-                except (UnidentifiedImageError, OSError, ValueError) as exc:
+                # DecompressionBombError: a header claiming a huge size (more than twice
+                # Pillow's MAX_IMAGE_PIXELS), which would not fit in memory
+                except (UnidentifiedImageError, OSError, ValueError,
+                        Image.DecompressionBombError) as exc:
                     raise DataError(f"{path}: unreadable image ({exc}); replace or remove "
                                     "the file") from exc
+                sample = np.dtype(ImageMode.getmode(image.mode).typestr)
+                if sample.itemsize != 1:
+                    raise DataError(
+                        f"{path}: image mode {image.mode} has {8 * sample.itemsize}-bit "
+                        f"{'float ' if sample.kind == 'f' else ''}samples, which cannot be "
+                        "converted to 8 bits per channel without clipping; convert the images to "
+                        "8 bits (rescaled to 0..255) before preparing them"
+                    )
                 if self.mode is None:
                     self._check_same("mode", image.mode, path, first,
                                      "set data.source.mode to L or RGB to convert them")

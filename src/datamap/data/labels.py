@@ -6,10 +6,11 @@ either normalised by the rules below or refused. The rules (``docs/own-data.md``
 
 **Labels are class names** (strings). :func:`canonical_label` turns one value into its name:
 
-* missing -- ``None``, a float NaN, an empty or blank string -- is ``""`` (the caller decides:
-  a missing label is an error unless ``drop_labels`` lists ``""``);
+* missing -- ``None``, a float NaN, pandas' ``NA`` and ``NaT`` (a nullable Parquet column's
+  null), an empty or blank string -- is ``""`` (the caller decides: a missing label is an
+  error unless ``drop_labels`` lists ``""``);
 * a string is stripped of surrounding whitespace and put in Unicode NFC form; a string holding
-  a control character (a newline, a tab, ...) is refused;
+  a control character or a line break (a newline, a tab, U+2028, ...) is refused;
 * a boolean, or a string reading ``true``/``false`` in any case, is ``true``/``false``;
 * a number -- an integer, a float, or a string in decimal notation (``[+-]digits[.digits]`` with
   an optional exponent, ASCII digits only: ``7``, ``+7``, ``7.0``, ``0.7e1``, `` 7 ``) -- whose
@@ -32,7 +33,8 @@ fine. The same holds for ``data.source.classes``.
 **Ids are integers.** :func:`canonical_ids` reads an id column: integers as they are; a float
 or a decimal string whose value is an integer (``7.0``, ``"7"``, ``"7.0"``) is that integer;
 everything else -- a non-integral or non-finite number, text, a boolean, a missing value, a
-value outside int64 -- is refused.
+value outside int64 -- is refused. The limit is int64's in every format: a 19-digit id such as
+``1234567890123456789`` is an id in a CSV cell as in a Parquet integer column.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from datamap.errors import ConfigError, DataError
 
@@ -54,8 +57,13 @@ INTEGER_NAME = re.compile(r"-?(?:0|[1-9][0-9]*)")
 BOOLEANS = {"true": "true", "false": "false"}
 #: Integral numbers at or above this magnitude are refused as class names.
 LARGEST_LABEL = 10**18
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: C0 and C1 control characters, and the Unicode line and paragraph separators (U+2028,
+#: U+2029), which split a line as a newline does.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _INT64 = (-(2**63), 2**63 - 1)
+#: A decimal string at or beyond this magnitude is refused before it is turned into an int:
+#: no label or id is this large, and ``"1e999999999"`` would take a long time to expand.
+_BEYOND_INT64 = 2**64
 
 
 def _float_limit(value: Any) -> int:
@@ -83,7 +91,8 @@ def _integral_number(value: Any) -> int:
     exact = decimal.Decimal(value)  # a string that matched NUMBER: exact, never rounded
     if exact.is_zero():
         return 0
-    if exact.adjusted() >= 18:
+    # the callers apply their own limits (labels below 10**18, ids in int64) to the integer
+    if abs(exact) >= _BEYOND_INT64:
         raise ValueError("is too large")
     if exact != exact.to_integral_value():
         raise ValueError("is not an integer")
@@ -108,7 +117,7 @@ def canonical_label(value: Any) -> str:
     ValueError
         The value is no class name; the message says why (for the caller to name the input).
     """
-    if value is None:
+    if _is_missing(value):
         return ""
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
@@ -123,12 +132,25 @@ def canonical_label(value: Any) -> str:
         raise ValueError(f"is a {type(value).__name__}, not a class name")
     text = unicodedata.normalize("NFC", value.strip())
     if _CONTROL.search(text):
-        raise ValueError("holds a control character (a newline, tab, ...)")
+        raise ValueError("holds a control character or line break (a newline, tab, U+2028, "
+                         "...)")
     if text.lower() in BOOLEANS:
         return BOOLEANS[text.lower()]
     if NUMBER.fullmatch(text):
         return canonical_label(_integral_number(text))
     return text
+
+
+def _is_missing(value: Any) -> bool:
+    """Whether ``value`` is a format's own missing value other than NaN: None, or pandas'
+    ``NA``/``NaT`` (nullable Int64, string and boolean columns hold ``NA`` for a null)."""
+    return value is None or value is pd.NA or value is pd.NaT
+
+
+def _shown(value: Any) -> Any:
+    """``value`` as a message shows it: a numpy scalar as its Python value (``0.5``, not
+    ``np.float32(0.5)``)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def is_number_name(name: str) -> bool:
@@ -171,8 +193,8 @@ def canonical_labels(values: Iterable[Any], describe: Callable[[int], str],
             try:
                 name = canonical_label(value)
             except ValueError as exc:
-                raise DataError(f"{describe(position)}: label {value!r} {exc}; labels are class "
-                                f"names (text, or integers): {fix}") from None
+                raise DataError(f"{describe(position)}: label {_shown(value)!r} {exc}; labels "
+                                f"are class names (text, or integers): {fix}") from None
             if key is not None:
                 memo[key] = name
         out.append(name)
@@ -244,8 +266,10 @@ def canonical_id(value: Any) -> int:
     ValueError
         The value denotes no integer id; the message says why.
     """
-    if value is None or isinstance(value, (bool, np.bool_)):
-        raise ValueError("is not an integer" if value is not None else "is missing")
+    if _is_missing(value):
+        raise ValueError("is missing")
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError("is not an integer")
     if isinstance(value, (float, np.floating)) and np.isnan(value):
         raise ValueError("is missing")
     if isinstance(value, str):
@@ -298,6 +322,6 @@ def canonical_ids(values: Sequence[Any] | np.ndarray, describe: Callable[[int], 
         try:
             out[position] = canonical_id(value)
         except ValueError as exc:
-            raise DataError(f"{describe(position)}: id {value!r} {exc}; ids are integers "
-                            f"(7 and 7.0 are the id 7): {fix}") from None
+            raise DataError(f"{describe(position)}: id {_shown(value)!r} {exc}; ids are "
+                            f"integers (7 and 7.0 are the id 7): {fix}") from None
     return out

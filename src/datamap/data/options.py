@@ -24,8 +24,9 @@ from typing import Any
 from datamap.errors import ConfigError
 
 
-def _plain(value: Any) -> Any:
-    # OmegaConf containers (what hydra.utils.instantiate passes) as Python lists and dicts
+def plain(value: Any) -> Any:
+    """OmegaConf containers (what ``hydra.utils.instantiate`` passes) as Python lists and
+    dicts; any other value as it is."""
     try:
         from omegaconf import OmegaConf
     except ImportError:  # pragma: no cover - omegaconf is a dependency
@@ -52,7 +53,7 @@ def as_list(value: Any, key: str) -> list | None:
     ConfigError
         For a mapping.
     """
-    value = _plain(value)
+    value = plain(value)
     if value is None:
         return None
     if isinstance(value, Mapping):
@@ -66,7 +67,7 @@ def as_list(value: Any, key: str) -> list | None:
 def column_name(value: Any, key: str) -> str | None:
     """One column name (see the module docstring) from ``value`` as configured, or None when
     unset; a :class:`ConfigError` naming ``key`` for a value that cannot name a column."""
-    value = _plain(value)
+    value = plain(value)
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
@@ -109,27 +110,45 @@ def column_names(value: Any, key: str) -> list[str] | None:
     return names
 
 
+#: Seeds are in [0, SEED_LIMIT): the range numpy's legacy seeding and scikit-learn's
+#: ``random_state`` take (a negative seed is refused there, with advice about something else).
+SEED_LIMIT = 2**32
+
+
+def _is_seed(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < SEED_LIMIT
+
+
+def seed_value(value: Any, key: str = "seed") -> int:
+    """One seed: an integer (never a boolean; ``1.5`` or ``"abc"`` is no seed) in
+    [0, 2**32); a :class:`ConfigError` naming ``key`` otherwise."""
+    value = plain(value)
+    if not _is_seed(value):
+        raise ConfigError(f"{key} must be an integer in [0, 2**32), e.g. {key}=0, got {value!r}")
+    return value
+
+
 def seed_list(value: Any, key: str) -> list[int]:
-    """A list of distinct integer seeds (a single seed is a list of one).
+    """A list of distinct integer seeds (a single seed is a list of one), each as
+    :func:`seed_value` takes it.
 
     Raises
     ------
     ConfigError
-        For an empty list, a value that is not an integer (a boolean, ``1.5``, ``"0"``) or a seed
-        listed twice.
+        For an empty list, a value that is not an integer in [0, 2**32) (a boolean, ``1.5``,
+        ``"0"``, ``-1``) or a seed listed twice.
     """
     seeds = as_list(value, key)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds) \
-            or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"{key} must be a list of distinct integer seeds, e.g. [0, 1, 2], "
-                          f"got {seeds if seeds is not None else value!r}")
+    if not seeds or not all(_is_seed(s) for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{key} must be a list of distinct integer seeds in [0, 2**32), "
+                          f"e.g. [0, 1, 2], got {seeds if seeds is not None else value!r}")
     return seeds
 
 
 def flag(value: Any, key: str) -> bool:
     """A true/false option: a boolean, nothing else (``"no"`` or ``0`` would be read one way by
     Python and another by the user)."""
-    value = _plain(value)
+    value = plain(value)
     if not isinstance(value, bool):
         raise ConfigError(f"{key} must be true or false, got {value!r}")
     return value

@@ -22,6 +22,7 @@ from datamap.data.corrections import (
     apply_corrections,
     read_corrections,
 )
+from datamap.data.options import SEED_LIMIT, seed_value
 from datamap.data.sources import RawData, SourceData
 from datamap.data.splits import CONTROL_INDEX, CONTROL_NAME, CONTROLS, split_table
 from datamap.errors import ConfigError, DataError
@@ -68,7 +69,8 @@ def stratified_split(
                                               f"test={test} (data.split.test)")
     if val is not None:
         share = val / (1.0 - test) if test is not None else val
-        rest, out["val"] = _train_test_split(rest, labels[rest], share, seed + 1,
+        # modulo: the largest seed, 2**32 - 1, would step outside scikit-learn's range
+        rest, out["val"] = _train_test_split(rest, labels[rest], share, (seed + 1) % SEED_LIMIT,
                                              f"val={val} (data.split.val)")
     out["train"] = rest
     return {name: np.sort(pos) for name, pos in out.items()}
@@ -174,6 +176,7 @@ def prepare(
     """
     if isinstance(source, RawData):
         source = SourceData(train=source, description=source.description)
+    seed = seed_value(seed)
     label_noise = check_fraction("data.label_noise", label_noise, 0.0, 1.0)
     cut = _split_fractions(source, val, test)
     raw = source.train
@@ -262,6 +265,7 @@ def prepare_from_config(data: Mapping[str, Any], out_dir: str | os.PathLike,
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    seed = seed_value(seed)  # before the source is read: a config mistake costs no reading
     if OmegaConf.is_config(data):
         missing = sorted(OmegaConf.missing_keys(data.source))
         if missing:
@@ -278,6 +282,6 @@ def prepare_from_config(data: Mapping[str, Any], out_dir: str | os.PathLike,
                           f"{corrections_file!r}")
     corrections = read_corrections(corrections_file) if corrections_file is not None else None
     return prepare(source, Path(out_dir), val=split.get("val"), test=split.get("test"),
-                   label_noise=data.get("label_noise", 0.0), controls=builders, seed=int(seed),
+                   label_noise=data.get("label_noise", 0.0), controls=builders, seed=seed,
                    corrections=corrections)
 

@@ -51,36 +51,86 @@ def read_frame(path: Path, key: str) -> pd.DataFrame:
     kind = FORMATS[suffix]
     if path.stat().st_size == 0:
         raise DataError(f"{where}: the file is empty; it needs a header and one row per example")
+    text_options = {".csv": {},
+                    # tab-separated, unquoted (GLUE's layout): a quote is text
+                    ".tsv": {"sep": "\t", "quoting": csv.QUOTE_NONE}}.get(suffix)
     try:
-        if suffix == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-        elif suffix == ".tsv":  # tab-separated, unquoted (GLUE's layout): a quote is text
-            frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False,
-                                na_filter=False, quoting=csv.QUOTE_NONE)
+        if text_options is not None:
+            options = dict(dtype=str, keep_default_na=False, na_filter=False, **text_options)
+            frame = pd.read_csv(path, **options)
+            # pandas renames a repeated header name (a second 'label' becomes 'label.1'), so
+            # the header is read again as a plain row to see the names as written
+            header = pd.read_csv(path, header=None, nrows=1, **options).iloc[0].tolist()
         elif suffix == ".jsonl":
-            from pyarrow import json as arrow_json  # typed and fast on large files (SNLI)
-
-            frame = arrow_json.read_json(path).to_pandas()
+            frame = read_json_lines(path)
         else:
             frame = pd.read_parquet(path)
     except Exception as exc:  # each reader raises its own types; all mean "cannot be read"
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DataError(f"{where}: cannot be read as {kind} ({reason}); check that the file is "
                         f"valid {kind} or give it the extension of its real format") from exc
+    if text_options is not None:
+        # empty names are left out: pandas numbers them apart ('Unnamed: 1', 'Unnamed: 2')
+        names = pd.Series([name for name in header if name.strip()])
+        repeated = names[names.duplicated()].unique().tolist()
+        if repeated:
+            raise DataError(
+                f"{where}: column {repeated[0]!r} occurs {int((names == repeated[0]).sum())} "
+                "times in the header; every column needs its own name: rename or remove the "
+                "repeated column(s)"
+            )
     if len(frame) == 0:
         raise DataError(f"{where}: no rows; the file needs one row per example")
     frame.columns = [str(c) for c in frame.columns]
     return frame
 
 
+def read_json_lines(path: Path) -> pd.DataFrame:
+    """A JSON-lines file as a frame, typed by pyarrow (fast on large files such as SNLI).
+
+    pyarrow's type inference reads a string that looks like a date ("2020-01-01") as a
+    timestamp and drops its text; a JSON string is text, as the same cell is in CSV, so such
+    columns are read again as strings.
+    """
+    import pyarrow as pa
+    from pyarrow import json as arrow_json
+
+    table = arrow_json.read_json(path)
+    temporal = [f.name for f in table.schema if pa.types.is_temporal(f.type)]
+    if temporal:
+        as_text = arrow_json.ParseOptions(
+            explicit_schema=pa.schema([(name, pa.string()) for name in temporal]))
+        table = arrow_json.read_json(path, parse_options=as_text).select(table.column_names)
+    return table.to_pandas()
+
+
 def row_name(path: Path, position: int) -> str:
     """Where row ``position`` (0-based, after any header) is in the file, for messages."""
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        return f"line {position + 2}"  # 1-based, after the header line
+        lines = _csv_row_lines(path, suffix)
+        # past what the csv module could read: a row a line, after the header
+        return f"line {lines[position] if position < len(lines) else position + 2}"
     if suffix == ".jsonl":
         return f"line {position + 1}"
     return f"row {position}"
+
+
+def _csv_row_lines(path: Path, suffix: str) -> list[int]:
+    """The 1-based line each data row of a CSV/TSV file starts on, as pandas reads the rows:
+    a quoted cell may span lines, and pandas skips blank lines. Read only for a message."""
+    options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if suffix == ".tsv" else {}
+    starts, line = [], 1
+    try:
+        with path.open(newline="", encoding="utf-8-sig", errors="replace") as file:
+            reader = csv.reader(file, **options)
+            for record in reader:
+                if len(record) > 1 or (record and record[0].strip()):  # not a blank line
+                    starts.append(line)
+                line = reader.line_num + 1
+    except csv.Error:  # e.g. a cell over the csv module's size limit: the lines read so far
+        pass
+    return starts[1:]  # after the header
 
 
 class TableSource:
@@ -94,7 +144,8 @@ class TableSource:
             ``name -> file``; each is evaluated and reported in its own columns.
         text_columns: one text column, or two for sentence pairs (e.g. premise, hypothesis).
         feature_columns: numeric feature columns (instead of text); default every column but
-            the label and id columns when no text column is given.
+            the label and id columns of the training file when no text column is given. The
+            other files are read by these names (any column order; extra columns ignored).
         label_column: the column of class labels (strings or integers).
         id_column: a column of unique integer ids; default the row number in the file.
         classes: the class names in index order; default the sorted distinct training labels.
@@ -146,12 +197,12 @@ class TableSource:
     def load(self) -> SourceData:
         splits: dict[str, RawData] = {}
         dropped: dict[str, int] = {}
-        class_names = None
+        class_names = features = None
         for split, file in self.files.items():
             if file is None:
                 continue
-            raw, dropped[split] = self._load_file(Path(file), f"data.source.{split}",
-                                                  class_names)
+            raw, dropped[split], features = self._load_file(
+                Path(file), f"data.source.{split}", class_names, features)
             class_names = class_names or raw.class_names  # the training file's classes
             splits[split] = raw
         controls = {}
@@ -159,7 +210,7 @@ class TableSource:
         for name, file in self.controls.items():
             key = "data.source.control" + (f".{name}" if len(self.controls) > 1 or
                                            name != "control" else "")
-            controls[name], count = self._load_file(Path(file), key, class_names)
+            controls[name], count, _ = self._load_file(Path(file), key, class_names, features)
             descriptions[name] = f"{Path(file).name}: {len(controls[name])} rows" + (
                 f" ({count} dropped for their label)" if count else "")
         train = splits["train"]
@@ -173,10 +224,11 @@ class TableSource:
 
     # ------------------------------------------------------------------------------------
 
-    def _load_file(self, path: Path, key: str,
-                   class_names: list[str] | None) -> tuple[RawData, int]:
-        """One file -> its examples (labels on ``class_names`` when given) and the number of
-        rows dropped for their label."""
+    def _load_file(self, path: Path, key: str, class_names: list[str] | None,
+                   features: list[str] | None) -> tuple[RawData, int, list[str] | None]:
+        """One file -> its examples (labels on ``class_names``, features the columns
+        ``features``, when given: the training file's), the number of rows dropped for their
+        label and the feature columns read (None for texts)."""
         frame = read_frame(path, key)
         where = str(path)
         columns = ", ".join(frame.columns)
@@ -190,7 +242,9 @@ class TableSource:
         # ids first, from the whole file: dropping rows must not renumber the others
         ids = self._ids(frame, path)
         labels = label_strings(
-            frame[self.label_column].tolist(),
+            # numpy scalars keep their width: a float32 label is checked against float32's
+            # limit of exact integers, not float64's
+            frame[self.label_column].to_numpy(),
             lambda i: f"{where}: label column {self.label_column!r} at {row_name(path, i)}")
         keep = ~np.isin(labels, list(self.drop_labels)) if self.drop_labels else np.ones(
             len(frame), dtype=bool)
@@ -213,11 +267,13 @@ class TableSource:
                        "fix the stray labels, or list them in data.source.drop_labels")
 
         own = class_names_of(labels, self.classes)
+        inputs = self._inputs(frame, path, positions, features)
+        features = inputs.pop("features", None)
         raw = RawData(labels=encode_labels(labels, own, where), ids=ids, class_names=own,
-                      origin=where, **self._inputs(frame, path, positions))
+                      origin=where, **inputs)
         if class_names is not None:  # a val/test/control file: onto the training classes
             raw = raw.relabel(class_names, f"the training data ({self.files['train']})")
-        return raw, n_dropped
+        return raw, n_dropped, features
 
     def _ids(self, frame: pd.DataFrame, path: Path) -> np.ndarray:
         if self.id_column is None:
@@ -231,9 +287,10 @@ class TableSource:
         check_unique_ids(ids, str(path), f"column {self.id_column!r}")
         return ids
 
-    def _inputs(self, frame: pd.DataFrame, path: Path,
-                positions: np.ndarray) -> dict[str, Any]:
-        """The input columns of the kept rows: texts, or float32 features."""
+    def _inputs(self, frame: pd.DataFrame, path: Path, positions: np.ndarray,
+                training_features: list[str] | None) -> dict[str, Any]:
+        """The input columns of the kept rows: texts, or float32 features (with the names of
+        their columns: ``training_features`` when given, looked up by name)."""
         columns = ", ".join(frame.columns)
         if self.text_columns is not None:
             missing = [c for c in self.text_columns if c not in frame.columns]
@@ -243,8 +300,20 @@ class TableSource:
             texts = [self._texts(frame[c], path, c, positions) for c in self.text_columns]
             return {"text": texts[0], "text_pair": texts[1] if len(texts) == 2 else None,
                     "input_kind": TEXT}
+        if training_features is not None:
+            # every other file is read by the training file's column names, whatever its
+            # column order; its extra columns are no input the model was trained on
+            missing = [c for c in training_features if c not in frame.columns]
+            if missing:
+                raise DataError(
+                    f"{path}: no feature column(s) {', '.join(map(repr, missing))} of the "
+                    f"training file {self.files['train']} (columns: {columns}); every file "
+                    "needs the training file's feature columns, matched by name: add them, or "
+                    "list the columns the files share in data.source.feature_columns"
+                )
         reserved = {self.label_column, self.id_column}
-        features = self.feature_columns or [c for c in frame.columns if c not in reserved]
+        features = training_features or self.feature_columns or [
+            c for c in frame.columns if c not in reserved]
         missing = [c for c in features if c not in frame.columns]
         if missing:
             raise DataError(f"{path}: no feature column(s) {', '.join(map(repr, missing))} "
@@ -255,11 +324,12 @@ class TableSource:
         x = np.empty((len(frame), len(features)), dtype=np.float32)
         for j, name in enumerate(features):
             x[:, j] = self._numbers(frame[name], path, name, positions)
-        return {"x": x, "input_kind": "tabular"}
+        return {"x": x, "input_kind": "tabular", "features": features}
 
     def _numbers(self, column: pd.Series, path: Path, name: str,
                  positions: np.ndarray) -> np.ndarray:
-        values = feature_values(column)
+        with np.errstate(over="ignore"):  # beyond float32's range is infinite: refused below
+            values = feature_values(column).astype(np.float32)
         bad = ~np.isfinite(values)
         if bad.any():
             first = int(np.argmax(bad))
@@ -268,11 +338,12 @@ class TableSource:
                     or pd.api.types.is_bool_dtype(column) else "")
             raise DataError(
                 f"{path}: feature column {name!r} has {int(bad.sum())} non-numeric, missing, "
-                f"boolean or infinite value(s) (first {column.iloc[first]!r} at "
+                f"boolean or infinite (beyond float32's ±3.4e38) value(s) (first "
+                f"{column.iloc[first]!r} at "
                 f"{row_name(path, int(positions[first]))}); features must be finite numbers: "
                 f"fix the values or leave the column out of data.source.feature_columns{hint}"
             )
-        return values.astype(np.float32)
+        return values
 
     def _texts(self, column: pd.Series, path: Path, name: str,
                positions: np.ndarray) -> np.ndarray:
