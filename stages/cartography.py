@@ -5,9 +5,11 @@ import logging
 import hydra
 
 from datamap.cartography.run import run_cartography
+from datamap.data.options import flag, seed_value
 from datamap.pipeline.stage import stage
 from datamap.scoring.registry import register_configured
 from datamap.selection.plan import plan_from_config
+from datamap.selection.specs import check_selection
 from datamap.tracking.loggers import RUNS_FILE, log_run_summary, summary_values
 
 
@@ -15,12 +17,16 @@ from datamap.tracking.loggers import RUNS_FILE, log_run_summary, summary_values
 @stage
 def main(cfg, inputs, outputs):
     register_configured(cfg.get("scores"))
+    # before any output is written: the flag (bool("false") would switch the correction on)
+    # and the selection the plan below counts, checked as the select stage checks them
+    flag(cfg.cartography.get("include_ci", False), "cartography.include_ci")
+    check_selection(cfg)
     summary = run_cartography(
         inputs.train / "dynamics.parquet",
         inputs.prepared,
         outputs.cartography,
         cfg.cartography,
-        seed=cfg.seed,
+        seed=seed_value(cfg.seed),
     )
     # region counts and label-error AUROCs as summary values of the training run (W&B, MLflow)
     log_run_summary(inputs.train / "logs" / RUNS_FILE, summary_values(summary))

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from datamap.data.corrections import read_applied_corrections, summary_counts
+from datamap.data.options import flag
 from datamap.data.splits import read_meta, read_split
 from datamap.errors import DataError
 from datamap.io import atomic_path, staged_outputs, write_csv, write_json
@@ -74,7 +75,7 @@ def run_cartography(
     scores = compute_scores(
         dynamics_path,
         burn_out=cfg.get("burn_out"),
-        include_ci=bool(cfg.get("include_ci", False)),
+        include_ci=flag(cfg.get("include_ci", False), "cartography.include_ci"),
         el2n_epochs=cfg.get("el2n_epochs"),
         regions=dict(regions) if regions is not None else None,
     )

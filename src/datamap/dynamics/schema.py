@@ -11,6 +11,9 @@ give identical bytes. Schema metadata (JSON under the ``datamap`` key) carries `
 
 Validation refuses anything but exactly one row per (id, epoch, record) with the same id set in
 every record: silently misaligned dynamics are the failure mode of the reference implementation.
+It also refuses a column of another type than :data:`SCHEMA`'s (a float ``pred``, a string id),
+except an integer type that widens to it without loss, and uint64 ids that fit int64; readers
+hand such columns on in the schema's type (:func:`conform_types`).
 Writing and (chunked) reading live in :mod:`datamap.dynamics.storage`.
 """
 
@@ -41,6 +44,7 @@ SCHEMA: dict[str, pa.DataType] = {
     "el2n": pa.float32(),
 }
 MODES = ("train_pass", "eval_pass")
+_INT64_MAX = int(np.iinfo(np.int64).max)
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,76 @@ def build_dynamics(
 # validation
 
 
+def _widens_to(actual: pa.DataType, expected: pa.DataType) -> bool:
+    """Whether every value of ``actual`` is a value of ``expected``: the type itself, or an
+    integer type that widens to it without loss (int8/int16 or uint8 to int32, ...)."""
+    if actual.equals(expected):
+        return True
+    if not (pa.types.is_integer(actual) and pa.types.is_integer(expected)):
+        return False
+    if pa.types.is_signed_integer(actual):
+        return actual.bit_width <= expected.bit_width
+    return actual.bit_width < expected.bit_width
+
+
+def check_types(schema: pa.Schema, source: str) -> None:
+    """Raise :class:`DataError` unless every :data:`SCHEMA` column of ``schema`` (those it has)
+    holds its type or an integer type that widens to it without loss; ``id`` may also be
+    uint64, whose values :func:`conform_types` checks.
+
+    Anything else did not come from the recorder and would be read another way without a
+    word: a float ``pred`` never equals ``gold`` (every example "never learned"), a float id
+    is truncated, a bool ``p_gold`` reads as 0/1."""
+    for name, expected in SCHEMA.items():
+        if name not in schema.names:
+            continue
+        actual = schema.field(name).type
+        if _widens_to(actual, expected) or (name == "id" and actual.equals(pa.uint64())):
+            continue
+        narrower = " (or a narrower integer type)" if pa.types.is_integer(expected) else ""
+        raise DataError(
+            f"{source}: column {name!r} is {_type_name(actual)}, expected "
+            f"{_type_name(expected)}{narrower}; dynamics must hold what the recorder writes: "
+            f"store the column as {_type_name(expected)} (datamap.dynamics.build_dynamics "
+            "does) or rerun the train stage"
+        )
+
+
+def _type_name(dtype: pa.DataType) -> str:
+    """An Arrow type as messages name it: floats by their width (Arrow says float, double)."""
+    if pa.types.is_floating(dtype):
+        return f"float{dtype.bit_width}"
+    return str(dtype)
+
+
+def conform_types(table: pa.Table, source: str) -> pa.Table:
+    """``table`` with every :data:`SCHEMA` column it has in its schema type (checked by
+    :func:`check_types`, then cast: every value kept), its other columns and metadata as they
+    are. A uint64 id above the int64 range is refused."""
+    check_types(table.schema, source)
+    for name, expected in SCHEMA.items():
+        if name not in table.column_names:
+            continue
+        column = table.column(name)
+        if column.type.equals(expected):
+            continue
+        if name == "id" and column.type.equals(pa.uint64()):
+            check_id_range(pc.max(column).as_py(), source)
+        table = table.set_column(table.schema.get_field_index(name), name,
+                                 column.cast(expected))
+    return table
+
+
+def check_id_range(largest: int | None, source: str) -> None:
+    """Refuse a uint64 id column whose ``largest`` id does not fit int64 (the id type of every
+    datamap table): wrapped to a negative id, it would name another example."""
+    if largest is not None and largest > _INT64_MAX:
+        raise DataError(
+            f"{source}: column 'id' is uint64 and holds id {largest}, beyond the int64 range "
+            f"(at most {_INT64_MAX}); renumber the examples with ids that fit int64"
+        )
+
+
 def validate_dynamics(
     table: pa.Table,
     source: str = "dynamics",
@@ -148,7 +222,8 @@ def validate_dynamics(
 ) -> None:
     """Raise :class:`DataError` unless ``table`` is a well-formed dynamics table.
 
-    Checks: required columns; no nulls; epochs contiguous from 0 and records 0..R-1 in every
+    Checks: required columns, each of its :data:`SCHEMA` type (or a lossless integer widening
+    of it: :func:`check_types`); no nulls; epochs contiguous from 0 and records 0..R-1 in every
     epoch (R equal to the ``records_per_epoch`` metadata); exactly one row per
     (id, epoch, record); the same id set in every record; a constant gold label per id; labels
     and predictions inside [0, num_classes). With ``expected_ids`` also that the recorded ids are
@@ -184,6 +259,7 @@ def validated_order(
     missing = [c for c in SCHEMA if c not in table.column_names]
     if missing:
         raise DataError(f"{source}: missing dynamics column(s) {', '.join(missing)}")
+    table = conform_types(table, source)  # checked in the types every reader gets
     if table.num_rows == 0:
         raise DataError(f"{source}: the dynamics table is empty; record at least one epoch")
     meta = DynamicsMeta.from_table(table, source)

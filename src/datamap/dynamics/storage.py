@@ -28,8 +28,11 @@ from datamap.dynamics.schema import (
     SCHEMA,
     DynamicsMeta,
     check_grid,
+    check_id_range,
     check_meta,
+    check_types,
     check_values,
+    conform_types,
     dynamics_schema,
     ids_per_slot,
     validate_dynamics,
@@ -118,6 +121,7 @@ class DynamicsWriter:
         missing = [c for c in self.schema.names if c not in batch.column_names]
         if missing:
             raise DataError(f"{self.path}: batch lacks column(s) {', '.join(missing)}")
+        check_types(batch.schema, str(self.path))  # the cast below must keep every value
         batch = batch.select(self.schema.names).cast(self.schema)
         e_mm = pc.min_max(batch.column("epoch"))
         r_mm = pc.min_max(batch.column("record"))
@@ -223,6 +227,7 @@ def read_dynamics(
     path = Path(path)
     table = read_parquet(path, required=SCHEMA, what="dynamics table", hint=_HINT)
     validate_dynamics(table, source=str(path), expected_ids=expected_ids)
+    table = conform_types(table, str(path))  # validated: the cast keeps every value
     if columns is not None:
         table = table.select(list(columns))
     return table
@@ -322,6 +327,7 @@ def _chunk_bounds(n_ids: int, ids_per_chunk: int) -> list[tuple[int, int]]:
 
 class _TableSource(DynamicsSource):
     def __init__(self, table: pa.Table, source: str) -> None:
+        table = conform_types(table, source)  # chunks hand on the schema's types
         order = validated_order(table, source)
         if order is not None:
             table = table.take(order)
@@ -379,6 +385,7 @@ class _FileSource(DynamicsSource):
                 f"{path}: dynamics table lacks column(s) {', '.join(missing)} "
                 f"(has {', '.join(schema.names)}); {_HINT}"
             )
+        check_types(schema, str(path))
         meta = DynamicsMeta.from_table(schema, str(path))
         check_meta(meta, str(path))
         md = pf.metadata
@@ -398,6 +405,8 @@ class _FileSource(DynamicsSource):
             if e0 != e1 or r0 != r1:
                 return None
             groups.append((e0, r0, rg.num_rows, i0, i1))
+        if schema.field("id").type.equals(pa.uint64()):
+            check_id_range(max(g[4] for g in groups), str(path))
         records = max(g[1] for g in groups) + 1
         n_epochs = max(g[0] for g in groups) + 1
         if min(g[0] for g in groups) < 0 or min(g[1] for g in groups) < 0:
@@ -432,6 +441,9 @@ class _FileSource(DynamicsSource):
             t = self.pf.read_row_groups(groups, columns=list(columns), use_threads=True)
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{self.path}: cannot read row groups ({exc})") from exc
+        # the types were checked when the file was opened and the ids' range against the
+        # row-group statistics; conform_types checks that range again on the values read
+        t = conform_types(t, str(self.path))
         n = t.num_rows // n_slots
         for name in columns:
             if t.column(name).null_count:

@@ -66,11 +66,24 @@ def as_records(values: Any, name: str) -> np.ndarray:
     return arr
 
 
+def _float64_rows(values: Any, name: str) -> np.ndarray:
+    """``values`` [N, R] as a C-contiguous float64 array (a copy unless it is one already).
+
+    NumPy sums a row pairwise when it is contiguous and one element after the other when it is
+    strided (a block of ids arrives as a transposed [slots, ids] grid, a block of one id is
+    contiguous), and the two differ in the last bit: exact ties between examples would then
+    break by how the ids were cut into blocks, and a file and a table would score differently.
+    On this copy every row gets the same summation, without a casting buffer (whose size could
+    cut rows too)."""
+    return np.ascontiguousarray(as_records(values, name), dtype=np.float64)
+
+
 def moments(p_gold: Any) -> tuple[np.ndarray, np.ndarray]:
     """Mean and population variance of ``p_gold`` [N, R] along records, in float64 (two-pass,
-    like ``np.std``) -> two [N] arrays."""
-    p = as_records(p_gold, "p_gold")
-    mean = p.mean(axis=1, dtype=np.float64)
+    like ``np.std``) -> two [N] arrays, the same for an example whatever the layout of the
+    array it comes in (one id, a block of ids as a transposed view, a C-ordered [N, R])."""
+    p = _float64_rows(p_gold, "p_gold")
+    mean = p.mean(axis=1)
     dev = p - mean[:, None]
     return mean, np.einsum("ij,ij->i", dev, dev) / p.shape[1]
 
@@ -83,8 +96,9 @@ def _ci_variability(var: np.ndarray, n_records: int, include_ci: bool) -> np.nda
 
 
 def confidence(p_gold: Any) -> np.ndarray:
-    """Mean gold-label probability per example. ``p_gold`` [N, R] -> [N] float64."""
-    return as_records(p_gold, "p_gold").mean(axis=1, dtype=np.float64)
+    """Mean gold-label probability per example. ``p_gold`` [N, R] -> [N] float64 (the mean of
+    :func:`moments`, which the ``confidence`` score reports: the same bits)."""
+    return _float64_rows(p_gold, "p_gold").mean(axis=1)
 
 
 def variability(p_gold: Any, *, include_ci: bool = False) -> np.ndarray:
@@ -154,7 +168,7 @@ def el2n(el2n_values: Any) -> np.ndarray:
 def aleatoric(p_gold: Any) -> np.ndarray:
     """Data-IQ aleatoric uncertainty (Seedat et al. 2022): mean p_gold * (1 - p_gold).
     ``p_gold`` [N, R] -> [N] float64."""
-    p = as_records(p_gold, "p_gold").astype(np.float64)
+    p = _float64_rows(p_gold, "p_gold")
     return (p * (1.0 - p)).mean(axis=1)
 
 
@@ -174,7 +188,10 @@ class ScoreInputs:
 
     ``p_gold``, ``pred`` [n, R]; ``gold`` [n]; ``margin``, ``loss`` [n, R] or None when not
     recorded; ``el2n`` [n, R_early] -- only the early epochs' records (see :func:`el2n`) -- or
-    None; ``include_ci``: the variability form. The arrays may be transposed views.
+    None; ``include_ci``: the variability form. The arrays may be transposed views, strided
+    or contiguous depending on the block: a reduction that sums them itself should sum a
+    ``np.ascontiguousarray(..., dtype=np.float64)`` copy (as :func:`moments` does), or its bits
+    depend on how the ids were cut into blocks.
     """
 
     p_gold: np.ndarray
@@ -409,10 +426,12 @@ def suspicion(scores: pd.DataFrame, name: str) -> np.ndarray:
 def registry_table() -> str:
     """The registry as a markdown table, one row per score: the documentation's score table and
     the output of ``datamap list-scores``."""
-    from datamap.markdown import markdown_table
+    from datamap.markdown import Markup, markdown_table
 
+    # the registry's own prose (written here, not data): kept as it is
     return markdown_table(["score", "definition", "type", "suspicious when", "why"],
-                          [(f"`{s.name}`", s.definition, s.dtype, s.suspicious_when, s.why)
+                          [tuple(map(Markup, (f"`{s.name}`", s.definition, s.dtype,
+                                              s.suspicious_when, s.why)))
                            for s in _REGISTRY.values()])
 
 

@@ -62,6 +62,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datamap.data.options import flag
 from datamap.dynamics.storage import CHUNK_ROWS, DynamicsSource, open_dynamics, prefetched
 from datamap.dynamics.values import per_example_values
 from datamap.errors import ConfigError, DataError
@@ -140,6 +141,8 @@ class ScoringPass:
         """Check the options and open ``dynamics`` (see :func:`compute_scores`)."""
         burn_out = _positive_int(burn_out, "burn_out")
         el2n_epochs = _positive_int(el2n_epochs, "el2n_epochs")
+        # a boolean only: bool("false") is True, the correction switched on unasked
+        include_ci = flag(include_ci, "include_ci")
         rule, params = region_spec(regions)
         source = open_dynamics(dynamics)
         kept = source.n_epochs if burn_out is None else min(burn_out, source.n_epochs)
@@ -152,11 +155,11 @@ class ScoringPass:
             "records_per_epoch": rpe,
             "records": kept * rpe,
             "burn_out": burn_out,
-            "include_ci": bool(include_ci),
+            "include_ci": include_ci,
             "el2n_epochs": early,
             "regions": {"rule": rule, **params},
         }
-        return cls(source, kept, early, bool(include_ci), rule, params,
+        return cls(source, kept, early, include_ci, rule, params,
                    all_scores(),  # one snapshot of the registry for the whole table
                    int(chunk_rows), attrs)
 
@@ -271,6 +274,7 @@ def scores_from_arrays(
     rpe = _positive_int(records_per_epoch, "records_per_epoch")
     burn_out = _positive_int(burn_out, "burn_out")
     el2n_epochs = _positive_int(el2n_epochs, "el2n_epochs")
+    include_ci = flag(include_ci, "include_ci")  # not bool(): bool("false") is True
     rule, params = region_spec(regions)
     if r % rpe:
         raise ValueError(f"{r} records is not a whole number of epochs of {rpe} records")
@@ -295,7 +299,7 @@ def scores_from_arrays(
                          el2n=arrays["el2n_values"], include_ci=include_ci)
     out = _reduce_block(all_scores(), inputs)
     attrs = {"epochs": kept, "records_per_epoch": rpe, "records": kept * rpe,
-             "burn_out": burn_out, "include_ci": bool(include_ci), "el2n_epochs": early,
+             "burn_out": burn_out, "include_ci": include_ci, "el2n_epochs": early,
              "regions": {"rule": rule, **params}}
     return _assemble(ids, gold.astype(np.int64), out, rule, params, attrs)
 

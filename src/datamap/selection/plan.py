@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from datamap.io import write_json
-from datamap.markdown import markdown_table
+from datamap.markdown import Markup, markdown_table
 
 #: Wall times of the stages last run here (stage name -> seconds, examples, epochs): a local
 #: record for estimates, never a DVC output (it differs from run to run and machine to machine).
@@ -83,7 +83,7 @@ class GridPlan:
 
     def table(self) -> str:
         """A Markdown table: each spec's examples and fits."""
-        rows = [[f"`{s.name}`", "?" if s.examples is None else f"{s.examples:,}",
+        rows = [[Markup(f"`{s.name}`"), "?" if s.examples is None else f"{s.examples:,}",
                  str(self.seeds)] for s in self.specs]
         return markdown_table(["spec", "examples", "fits"], rows)
 
@@ -96,26 +96,39 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def spec_examples(definition: Mapping[str, Any], n_train: int) -> int | None:
-    """How many examples a spec selects from ``n_train``: k = round(f * N) per criterion (as the
-    selection draws them, capped at N), or the rows of its ids file (None while it is absent)."""
-    from datamap.selection.ranking import IDS_FILE, read_ids_file
+def spec_examples(definition: Mapping[str, Any], n_train: int, name: str = "spec",
+                  root: str | os.PathLike = ".", key: str | None = None) -> int | None:
+    """How many examples spec ``name`` selects from ``n_train``, counted as the selection
+    counts them: its criteria's group sizes (cumulative rounding, never over N), or the ids its
+    file lists (None while the file is absent; ``root``: the repository the path is relative
+    to). Refuses a definition the selection would refuse (``key``: where it is defined)."""
+    from datamap.selection.ranking import (
+        group_sizes,
+        ids_file_key,
+        ids_file_path,
+        parse_spec,
+        read_ids_file,
+    )
 
-    if IDS_FILE in definition:
-        path = Path(str(definition[IDS_FILE]))
-        return len(read_ids_file(path)) if path.is_file() else None
-    total = sum(round(float(f) * n_train) for f in definition.values())
-    return min(total, n_train)
+    path = ids_file_path(name, definition, root)
+    if path is not None:
+        return len(read_ids_file(path, ids_file_key(name))) if path.is_file() else None
+    criteria = parse_spec(name, definition, key)
+    # the sizes select() draws (a stratified draw hands a class's shortfall to the others)
+    return sum(group_sizes([c.fraction for c in criteria], n_train))
 
 
 def grid_plan(definitions: Mapping[str, Mapping[str, Any]], n_train: int, seeds: Sequence[int],
               epochs: int, train_epochs: int | None = None,
-              timings: Mapping[str, Any] | None = None) -> GridPlan:
+              timings: Mapping[str, Any] | None = None, root: str | os.PathLike = ".",
+              keys: Mapping[str, str] | None = None) -> GridPlan:
     """The plan of retraining ``definitions`` (spec name -> definition, as
     ``selection.all_specs``) with ``seeds`` for ``epochs`` epochs on a training split of
     ``n_train`` examples; ``train_epochs``: the train stage's epochs (default ``epochs``);
-    ``timings``: :func:`read_timings`, for the estimate in minutes."""
-    specs = tuple(SpecPlan(name, spec_examples(d, n_train)) for name, d in definitions.items())
+    ``timings``: :func:`read_timings`, for the estimate in minutes; ``root``: the repository
+    (files of ids); ``keys``: spec name -> where it is defined, for messages."""
+    specs = tuple(SpecPlan(name, spec_examples(d, n_train, name, root, (keys or {}).get(name)))
+                  for name, d in definitions.items())
     train = (timings or {}).get("train")
     train_epochs = epochs if train_epochs is None else train_epochs
     seconds = None
@@ -152,12 +165,23 @@ def record_wall_time(stage: str, seconds: float, examples: int, epochs: int,
 
 def plan_from_config(cfg: Any, n_train: int, root: str | os.PathLike = ".") -> GridPlan:
     """:func:`grid_plan` for a composed config (``selection.all_specs``,
-    ``selection.retrain_seeds``, ``trainer.max_epochs``)."""
+    ``selection.retrain_seeds``, ``trainer.max_epochs``); each spec is refused as the select
+    stage refuses it, with the key that defines it (``scores`` registered first: a spec may
+    name one of them). The cartography stage runs
+    :func:`~datamap.selection.specs.check_selection` before it writes anything."""
     from omegaconf import OmegaConf
 
+    # not datamap.selection.specs: the train stage records its wall time with this module,
+    # and every module imported here is a code dep of that stage
+    from datamap.scoring.registry import register_configured
+    from datamap.selection.ranking import spec_key
+
+    register_configured(cfg.get("scores"))
     selection = cfg.selection
     definitions = OmegaConf.to_container(selection.all_specs, resolve=True)
+    written = selection.get("specs") or {}
+    keys = {name: spec_key(name, sweep=name not in written) for name in definitions}
     seeds = list(selection.get("retrain_seeds") or [0])
     epochs = int(cfg.trainer.max_epochs)
     return grid_plan(definitions, n_train, seeds, epochs, train_epochs=epochs,
-                     timings=read_timings(root))
+                     timings=read_timings(root), root=root, keys=keys)

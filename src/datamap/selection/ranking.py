@@ -127,7 +127,7 @@ def ids_file_path(spec_name: str, spec: Mapping[str, object],
     checked to lie under :data:`SELECTIONS_DIR`; None for a fractions spec."""
     if not isinstance(spec, Mapping) or list(spec) != [IDS_FILE]:
         return None
-    key = _ids_key(spec_name)
+    key = ids_file_key(spec_name)
     value = spec[IDS_FILE]
     if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
         raise ConfigError(f"{key} must be a path such as {SELECTIONS_DIR}/{spec_name}.csv, "
@@ -146,7 +146,8 @@ def ids_file_path(spec_name: str, spec: Mapping[str, object],
     return path
 
 
-def _ids_key(spec_name: str) -> str:
+def ids_file_key(spec_name: str) -> str:
+    """The config key naming spec ``spec_name``'s file of ids, for messages."""
     return f"selection.specs.{spec_name}.{IDS_FILE}"
 
 
@@ -305,7 +306,7 @@ def select(
     """
     ids_path = ids_file_path(spec_name, spec, root)
     if ids_path is not None:
-        return select_ids(scores, read_ids_file(ids_path, _ids_key(spec_name)), ids_path)
+        return select_ids(scores, read_ids_file(ids_path, ids_file_key(spec_name)), ids_path)
     criteria = parse_spec(spec_name, spec, key)
     n = len(scores)
     if n == 0:
@@ -397,7 +398,7 @@ def write_subset(
     if ids_path is None:
         parse_spec(spec_name, spec, key)
     else:
-        listed = read_ids_file(ids_path, _ids_key(spec_name))
+        listed = read_ids_file(ids_path, ids_file_key(spec_name))
     scores = read_parquet(scores_path, required=("id", "gold"), what="scores table",
                           hint="run the cartography stage first").to_pandas()
     if ids_path is None:

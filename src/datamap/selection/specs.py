@@ -27,7 +27,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from datamap.data.options import as_list, flag, seed_list
+from datamap.data.options import as_list, flag, seed_list, seed_value
 from datamap.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -84,7 +84,23 @@ def sweep_specs(sweep: Mapping[str, Any] | None) -> dict[str, dict[str, float]]:
                 or not math.isfinite(fraction) or not 0 < fraction <= 1:
             raise ConfigError(f"selection.sweep.fractions: {fraction!r} is not a fraction in "
                                 "(0, 1]")
-    return {sweep_name(r, float(f)): {r: float(f)} for r in regions for f in fractions}
+    for key, values in (("regions", regions), ("fractions", list(map(float, fractions)))):
+        twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if twice is not None:
+            raise ConfigError(f"selection.sweep.{key} lists {twice!r} twice; list it once")
+    grid: dict[str, dict[str, float]] = {}
+    for region in regions:
+        for fraction in map(float, fractions):
+            name = sweep_name(region, fraction)
+            if name in grid:  # two grid points, one name: one spec would silently replace the other
+                ((first, earlier),) = grid[name].items()
+                raise ConfigError(
+                    f"selection.sweep: {first} at {earlier!r} and {region} at {fraction!r} both "
+                    f"get the spec name {name} (a name shows the percent to 6 significant "
+                    "digits); drop one of them from selection.sweep"
+                )
+            grid[name] = {region: fraction}
+    return grid
 
 
 def _list(value: Any, key: str) -> list:
@@ -230,7 +246,7 @@ def write_configured_subset(cfg: DictConfig, spec: str, cartography_dir: Any, pr
 
     return write_subset(
         Path(cartography_dir) / "scores.parquet", prepared_dir, out_dir, spec,
-        spec_definition(cfg, spec), seed=cfg.seed, root=root,
+        spec_definition(cfg, spec), seed=seed_value(cfg.seed), root=root,
         stratify=flag(cfg.selection.get("stratify", False), "selection.stratify"),
         key=spec_key(spec, sweep=spec not in (cfg.selection.get("specs") or {})),
     )
