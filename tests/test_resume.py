@@ -267,11 +267,14 @@ STAGE_OVERRIDES = ["trainer.max_epochs=6", "model.net.dropout=0.3", "model.net.h
 
 
 def _outs(cwd: Path) -> dict[str, bytes]:
-    """Every file of the train stage's outs, by path relative to ``cwd``."""
+    """Every file of the train stage's outs, by path relative to ``cwd``, as DVC sees them:
+    without the temporaries a killed atomic write leaves (``.dvcignore``: ``.*.tmp``)."""
     files = {}
     for out in ("data/train", "data/curves"):
         for path in sorted((cwd / out).rglob("*")):
-            if path.is_file():
+            temporary = any(p.startswith(".") and (p.endswith(".tmp") or ".staging-" in p)
+                            for p in path.relative_to(cwd).parts)
+            if path.is_file() and not temporary:
                 files[str(path.relative_to(cwd))] = path.read_bytes()
     return files
 

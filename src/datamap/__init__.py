@@ -28,6 +28,10 @@ def _pin_cpu_numerics() -> None:
         return  # the pins name x86 instruction sets; other CPUs keep their own
     for name, value in CPU_PINS.items():
         os.environ.setdefault(name, value)
+    # MKL lets MKL_ENABLE_INSTRUCTIONS=AVX512 override its reproducible mode on an AVX-512 CPU
+    # (seen on Intel Xeon): capped at AVX2 too (DATAMAP_NATIVE_CPU=1 leaves it be)
+    os.environ["MKL_ENABLE_INSTRUCTIONS"] = "AVX2"
+
 
 
 _pin_cpu_numerics()

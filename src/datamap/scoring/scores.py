@@ -62,7 +62,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datamap.data.options import flag
 from datamap.dynamics.storage import CHUNK_ROWS, DynamicsSource, open_dynamics, prefetched
 from datamap.dynamics.values import per_example_values
 from datamap.errors import ConfigError, DataError
@@ -77,6 +76,15 @@ from datamap.scoring.registry import (
     as_records,
 )
 
+
+def flag(value: Any, key: str) -> bool:
+    """A true/false option: a boolean (numpy's too), nothing else -- ``bool("false")`` is True.
+    (The scoring layer sits below the data layer, whose ``options.flag`` the stages use.)"""
+    if isinstance(value, np.bool_):
+        value = bool(value)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    return value
 
 def score_columns() -> tuple[str, ...]:
     """Columns of the scores table, in order: id, gold, the registered scores, region."""
