@@ -54,12 +54,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(target, path)
-        _fsync(path.parent)  # and the rename itself, so a crash leaves the old or the new
+        fsync_path(path.parent)  # and the rename itself, so a crash leaves the old or the new
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     """Flush ``path`` (a file, or a directory's entries) to the disk; a file system that
     cannot (some network mounts refuse a directory) is left to its own guarantees."""
     try:
@@ -75,12 +75,12 @@ def _fsync(path: Path) -> None:
 
 
 def _fsync_tree(path: Path) -> None:
-    """:func:`_fsync` of ``path`` and, for a directory, of everything inside it."""
+    """:func:`fsync_path` of ``path`` and, for a directory, of everything inside it."""
     if path.is_dir() and not path.is_symlink():
         for inner in sorted(path.rglob("*")):
             if not inner.is_symlink():
-                _fsync(inner)
-    _fsync(path)
+                fsync_path(inner)
+    fsync_path(path)
 
 
 def _temporary_dir(parent: Path, prefix: str, suffix: str, named: Path) -> Path:
@@ -144,7 +144,7 @@ def move_into(staging: str | os.PathLike, out_dir: str | os.PathLike,
         if dst.is_dir() and not dst.is_symlink():
             shutil.rmtree(dst)
         os.replace(src, dst)
-    _fsync(out_dir)
+    fsync_path(out_dir)
 
 
 @contextlib.contextmanager

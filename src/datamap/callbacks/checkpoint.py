@@ -38,6 +38,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from datamap.errors import ConfigError
+from datamap.io import fsync_path
 
 #: The key of a checkpoint callback state under which the epoch's logged values are kept.
 LOGGED_METRICS = "logged_metrics"
@@ -59,16 +60,7 @@ def atomic_torch_save(checkpoint: dict[str, Any], filepath: str | os.PathLike) -
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return  # a platform without directory handles: the rename is all there is
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass  # a file system that cannot flush a directory
-    finally:
-        os.close(dir_fd)
+    fsync_path(path.parent)  # the rename itself
 
 
 def _logged_metrics(trainer: pl.Trainer) -> dict[str, float]:

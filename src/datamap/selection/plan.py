@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datamap.io import write_json
+from datamap.io import private_dir, write_json
 from datamap.markdown import Markup, markdown_table
 
 #: Wall times of the stages last run here (stage name -> seconds, examples, epochs): a local
@@ -157,7 +157,7 @@ def record_wall_time(stage: str, seconds: float, examples: int, epochs: int,
     timings[stage] = {"seconds": round(float(seconds), 3), "examples": int(examples),
                       "epochs": int(epochs)}
     try:
-        (Path(root) / TIMINGS_FILE).parent.mkdir(mode=0o700, exist_ok=True)
+        private_dir((Path(root) / TIMINGS_FILE).parent)
         write_json(Path(root) / TIMINGS_FILE, timings)
     except OSError:
         pass
