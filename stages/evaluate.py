@@ -5,6 +5,7 @@ the seeds."""
 import hydra
 
 from datamap.evaluation.evaluate import evaluate_subsets
+from datamap.models.factories import targets_of
 from datamap.pipeline.stage import stage
 from datamap.selection.specs import selected_spec_names
 
@@ -14,7 +15,8 @@ from datamap.selection.specs import selected_spec_names
 def main(cfg, inputs, outputs):
     evaluate_subsets({spec: inputs.retrained_models(spec) for spec in selected_spec_names(cfg)},
                      inputs.prepared, outputs.eval,
-                     batch_size=int(cfg.data.datamodule.eval_batch_size))
+                     batch_size=int(cfg.data.datamodule.eval_batch_size),
+                     trusted=sorted(targets_of(cfg.model)))
 
 
 if __name__ == "__main__":

@@ -136,7 +136,7 @@ def test_checkpoints_do_not_depend_on_where_the_repository_is(digits_prepared, u
     assert "last.ckpt" in names and sorted(p.name for p in b.iterdir()) == names
     for name in names:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    state = torch.load(a / "last.ckpt", weights_only=False)["callbacks"]
+    state = torch.load(a / "last.ckpt", weights_only=True)["callbacks"]
     saved = next(v for k, v in state.items() if k.startswith("ResumableCheckpoint"))
     assert saved["dirpath"] == "checkpoints"
     assert saved["last_model_path"] == "checkpoints/last.ckpt"
@@ -185,7 +185,7 @@ def _fit(prepared, tmp_path, recorder, ckpt_path=None, crash=None):
                          enable_progress_bar=False, enable_model_summary=False,
                          num_sanity_val_steps=0, callbacks=callbacks + ([crash] if crash else []))
     trainer.fit(model, datamodule=PreparedDataModule(prepared, batch_size=64),
-                ckpt_path=ckpt_path, weights_only=False)
+                ckpt_path=ckpt_path, weights_only=True)
 
 
 def test_recorder_state_inside_checkpoint(digits_prepared, tmp_path):
@@ -194,7 +194,7 @@ def test_recorder_state_inside_checkpoint(digits_prepared, tmp_path):
     with pytest.raises(RuntimeError):
         _fit(digits_prepared, tmp_path / "b", DynamicsRecorder(store_logits=True),
              crash=Crash(epoch=2, batch=3))
-    state = torch.load(tmp_path / "b" / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]
+    state = torch.load(tmp_path / "b" / "ckpt" / "last.ckpt", weights_only=True)["callbacks"]
     (recorder_state,) = [v for k, v in state.items() if k.startswith("DynamicsRecorder")]
     assert recorder_state["epochs"] == {"train": 2} and len(recorder_state["arrays"]["train"]) == 2
 
@@ -226,7 +226,7 @@ def test_last_checkpoint_follows_the_latest_epoch_not_the_best(digits_prepared, 
         train(cfg, digits_prepared, out, ckpt, callbacks=[Crash(epoch=3, batch=0)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        last = torch.load(ckpt / "last.ckpt", weights_only=False)
+        last = torch.load(ckpt / "last.ckpt", weights_only=True)
     assert sorted(p.name for p in ckpt.glob("epoch_*.ckpt")) == ["epoch_000.ckpt"]
     assert last["epoch"] == 2  # epochs 0, 1, 2 completed: 3 is redone, nothing more
     train(cfg, digits_prepared, out, ckpt, resume=True)

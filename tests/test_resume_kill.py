@@ -61,7 +61,7 @@ def test_checkpoint_write_killed_midway_leaves_the_old_file(tmp_path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary left
     monkeypatch.undo()
     atomic_torch_save({"epoch": 1}, path)
-    assert torch.load(path, weights_only=False) == {"epoch": 1}
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
 
 
 def test_truncated_last_checkpoint_is_refused_in_one_line(digits_prepared, tmp_path):

@@ -242,7 +242,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from datamap.io import write_json
 
     metrics = evaluate_checkpoint(args.checkpoint, args.data, args.prepared,
-                                  batch_size=args.batch_size)
+                                  batch_size=args.batch_size, trusted=args.trust)
     rows = []
 
     def walk(node: dict, label: str) -> None:
@@ -281,6 +281,11 @@ def _register_evaluate_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=512,
                    help="evaluation batch size (the evaluate stage uses "
                    "data.datamodule.eval_batch_size, 512)")
+    p.add_argument("--trust", action="append", default=[], metavar="TARGET",
+                   help="a class (or module) beyond datamap's and torch's that the checkpoint "
+                   "may name as its backbone, optimizer or scheduler, e.g. mypkg.nets.Net; "
+                   "repeatable (a checkpoint holds no code, but rebuilding it imports what it "
+                   "names)")
     p.add_argument("--json", metavar="OUT", help="also write the metrics as JSON")
     p.set_defaults(func=_evaluate)
 

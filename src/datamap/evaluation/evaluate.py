@@ -74,15 +74,17 @@ def resolve_eval_sets(prepared_dir: str | os.PathLike, names: Sequence[str]
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, names: Sequence[str],
-                        prepared_dir: str | os.PathLike, *,
-                        batch_size: int = 512) -> dict[str, Any]:
+                        prepared_dir: str | os.PathLike, *, batch_size: int = 512,
+                        trusted: Sequence[str] = ()) -> dict[str, Any]:
     """Reload a ``model.ckpt`` and evaluate it on the sets ``names`` (see
     :func:`resolve_eval_sets`) exactly as the evaluate stage does; returns the metrics nested
-    as in the stage's ``metrics.json`` (``{"test": {...}, "control": {name: {...}}}``)."""
+    as in the stage's ``metrics.json`` (``{"test": {...}, "control": {name: {...}}}``).
+    ``trusted``: classes beyond datamap's and torch's that the checkpoint may be rebuilt from
+    (see ``datamap.models.checkpoint.load_model``)."""
     from datamap.models.checkpoint import load_model
 
     meta = read_meta(prepared_dir)
-    model = load_model(checkpoint)
+    model = load_model(checkpoint, trusted)
     metrics: dict[str, Any] = {}
     for keys, path in resolve_eval_sets(prepared_dir, names):
         result = evaluate_split(model, path, meta, batch_size=batch_size,
@@ -142,7 +144,8 @@ def over_seeds(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate_retrained(checkpoints: Mapping[int, Path], prepared_dir: str | os.PathLike, *,
-                       batch_size: int = 512) -> tuple[dict[str, Any], pd.DataFrame]:
+                       batch_size: int = 512,
+                       trusted: Sequence[str] = ()) -> tuple[dict[str, Any], pd.DataFrame]:
     """One subset's retrained models (``checkpoints``: seed -> model.ckpt) on the test set and
     every control set: (:func:`over_seeds` of their metrics, every seed's predictions with a
     ``seed`` column)."""
@@ -152,7 +155,7 @@ def evaluate_retrained(checkpoints: Mapping[int, Path], prepared_dir: str | os.P
     per_seed: dict[str, Any] = {}
     frames = []
     for seed, checkpoint in checkpoints.items():
-        metrics, frame = evaluate_model(load_model(checkpoint), prepared_dir, meta,
+        metrics, frame = evaluate_model(load_model(checkpoint, trusted), prepared_dir, meta,
                                         batch_size=batch_size, model_name=str(checkpoint))
         per_seed[f"seed_{seed}"] = metrics
         frames.append(frame.assign(seed=np.int64(seed)))
@@ -169,10 +172,11 @@ def _confusion_tables(frame: pd.DataFrame, class_names: np.ndarray) -> dict[str,
 
 def evaluate_subsets(retrained: Mapping[str, Mapping[int, Path]],
                      prepared_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                     batch_size: int = 512) -> dict[str, Any]:
+                     batch_size: int = 512, trusted: Sequence[str] = ()) -> dict[str, Any]:
     """The evaluate stage: every spec's retrained models (``retrained``: spec -> seed ->
     model.ckpt, in the order to report) into ``out_dir`` (see the module docstring), replaced
-    whole: a failure leaves none of it. Returns the metrics."""
+    whole: a failure leaves none of it. Returns the metrics. ``trusted``: the run's model
+    config targets (see ``datamap.models.checkpoint.load_model``)."""
     meta = read_meta(prepared_dir)
     class_names = np.asarray(meta["class_names"])
     metrics: dict[str, Any] = {}
@@ -183,7 +187,7 @@ def evaluate_subsets(retrained: Mapping[str, Mapping[int, Path]],
                                 "stage first (dvc repro)")
             log.info("evaluate %s (%d seeds)", spec, len(checkpoints))
             metrics[spec], frame = evaluate_retrained(checkpoints, prepared_dir,
-                                                      batch_size=batch_size)
+                                                      batch_size=batch_size, trusted=trusted)
             for name, table in _confusion_tables(frame, class_names).items():
                 path = staging / EVAL_CONFUSION / spec / name
                 write_csv(path, table)  # class names: spreadsheet-guarded

@@ -19,6 +19,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from datamap.errors import ConfigError
+from datamap.models.factories import as_factory, describe
 
 #: What to suggest for each input kind when a backbone cannot read it.
 MODELS_FOR = {"image": "model=mlp or model=cnn", "tabular": "model=mlp",
@@ -68,6 +69,10 @@ class Classifier(pl.LightningModule):
             ``input_shape`` and ``num_classes`` from the prepared data.
         optimizer: a partial optimizer (``_partial_: true``) taking the parameters.
         scheduler: an optional partial LR scheduler taking the optimizer.
+            Each of the three may also be the plain description a checkpoint holds (see
+            :mod:`datamap.models.factories`); ``load_from_checkpoint`` rebuilds datamap's and
+            torch's classes from it, ``datamap.models.checkpoint.load_model`` also others the
+            run's config names.
         input_shape, num_classes, input_kind, class_names: supplied by the training code from
             ``meta.json``; ``input_kind`` (image, tabular, text) is checked against the
             backbone's ``input_kinds``. They are saved in the checkpoint, so a reloaded model
@@ -93,11 +98,21 @@ class Classifier(pl.LightningModule):
         class_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
-        # Partials pickle into the checkpoint, so load_from_checkpoint rebuilds the same model.
-        self.save_hyperparameters(logger=False)
+        # Checkpoints hold the constructors as plain descriptions, not pickled code: they load
+        # with torch.load(weights_only=True) and rebuild the same model from trusted classes.
+        self.save_hyperparameters({
+            "net": describe(net, "net"), "optimizer": describe(optimizer, "optimizer"),
+            "scheduler": describe(scheduler, "scheduler"),
+            "input_shape": [int(n) for n in input_shape], "num_classes": int(num_classes),
+            "input_kind": input_kind,
+            "class_names": [str(c) for c in class_names] if class_names is not None else None,
+        }, logger=False)
+        net = as_factory(net, "net")
+        self.optimizer_factory = as_factory(optimizer, "optimizer")
+        self.scheduler_factory = as_factory(scheduler, "scheduler")
         check_input_kind(net, input_kind)
         self.net = net(input_shape=tuple(input_shape), num_classes=int(num_classes))
-        check_sparse_support(self.net, optimizer)
+        check_sparse_support(self.net, self.optimizer_factory)
         self.num_classes = int(num_classes)
         self.train_acc = MulticlassAccuracy(self.num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(self.num_classes, average="micro")
@@ -147,10 +162,10 @@ class Classifier(pl.LightningModule):
         return self(batch)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.hparams.optimizer(params=self.parameters())
-        if self.hparams.scheduler is None:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
                                                          "interval": "epoch"}}
 

@@ -53,6 +53,7 @@ def run_subset(cfg: DictConfig, inputs: Layout, outputs: Layout,
     :func:`job_description`, to its ``job.json``); returns the evaluation."""
     from datamap.data.options import flag
     from datamap.evaluation.evaluate import evaluate_subsets
+    from datamap.models.factories import targets_of
     from datamap.scoring.registry import register_configured
     from datamap.selection.specs import (
         check_selection,
@@ -74,7 +75,8 @@ def run_subset(cfg: DictConfig, inputs: Layout, outputs: Layout,
               media=flag(cfg.selection.get("retrain_media", False), "selection.retrain_media"),
               prepared_dir=inputs.prepared, train_ids=read_subset_ids(outputs.subset(spec)))
     metrics = evaluate_subsets({spec: outputs.retrained_models(spec)}, inputs.prepared,
-                               outputs.eval, batch_size=int(cfg.data.datamodule.eval_batch_size))
+                               outputs.eval, batch_size=int(cfg.data.datamodule.eval_batch_size),
+                               trusted=sorted(targets_of(cfg.model)))
     metrics = metrics[spec]
     write_json(outputs.root / JOB_FILE, {"spec": spec, "overrides": [], **(job or {})})
     return metrics

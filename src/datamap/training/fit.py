@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from datamap.errors import ConfigError
 from datamap.io import move_into, write_json
 from datamap.models.checkpoint import checkpoint_epoch, load_model, save_model
+from datamap.models.factories import targets_of
 from datamap.training.checkpoints import (
     LOGS_DIR,
     RUN_FILE,
@@ -94,13 +95,15 @@ def build_loggers(group: Mapping[str, Any] | None, log_dir: Path) -> list[Any]:
 HELDOUT_DIR = "heldout"
 def saved_model_metrics(model_path: Path, datamodule: Any, trainer: Any,
                         monitor: str | None,
-                        restored: Mapping[str, float] | None = None) -> dict[str, Any]:
+                        restored: Mapping[str, float] | None = None,
+                        trusted: Sequence[str] = ()) -> dict[str, Any]:
     """What ``metrics.json`` says: the numbers of the model saved in ``model_path``.
 
     The saved weights are reloaded and evaluated afresh on the validation split with the code
     the evaluate stage uses, so each number describes the file next to it -- not the last epoch,
     which is usually another set of weights. The last epoch's logged values are kept under
-    ``last_epoch``, a name that says what they are.
+    ``last_epoch``, a name that says what they are. ``trusted``: the model config's targets
+    (see ``datamap.models.checkpoint.load_model``).
 
     ``restored``: the logged values kept in the checkpoint a resumed run started from, under
     what this run logged: a run resumed from its final epoch's checkpoint trains (and logs)
@@ -117,7 +120,7 @@ def saved_model_metrics(model_path: Path, datamodule: Any, trainer: Any,
             "epoch": checkpoint_epoch(model_path),
             "selected_by": f"best {monitor}" if monitor else "last epoch",
         },
-        "val": split_metrics(load_model(model_path), datamodule.prepared_dir, "val"),
+        "val": split_metrics(load_model(model_path, trusted), datamodule.prepared_dir, "val"),
         "train_examples": len(datamodule.split("train")),
         "epochs_trained": int(trainer.current_epoch),
         "last_epoch": {"epoch": int(trainer.current_epoch) - 1, **last},
@@ -263,8 +266,8 @@ def fit_classifier(
         with warnings.catch_warnings():
             # run.json (and, when resuming, the earlier checkpoints) are meant to be there
             warnings.filterwarnings("ignore", message="Checkpoint directory .* not empty")
-            # weights_only=False: our own checkpoints hold the model's partial constructors.
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+            # weights_only: a checkpoint holds tensors and plain values; reading one runs no code
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
         checkpoint = next((c for c in all_callbacks if isinstance(c, ModelCheckpoint)), None)
         best = checkpoint.best_model_path if checkpoint is not None else ""
@@ -273,7 +276,8 @@ def fit_classifier(
             save_model(model, staging / "model.ckpt", best_checkpoint=best or None)
             restored = getattr(checkpoint, "restored_metrics", None) if ckpt_path else None
             metrics = saved_model_metrics(staging / "model.ckpt", datamodule, trainer,
-                                          checkpoint.monitor if best else None, restored)
+                                          checkpoint.monitor if best else None, restored,
+                                          sorted(targets_of(cfg.model)))
         if trainer.is_global_zero:
             write_json(staging / "metrics.json", metrics)
             write_runs(loggers, logs_dir / RUNS_FILE)
