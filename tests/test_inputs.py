@@ -3,6 +3,8 @@ one role per column (datamap.data.labels, datamap.data.options, docs/own-data.md
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -172,3 +174,47 @@ def test_messages_name_the_physical_line_of_a_csv_row(tmp_path, suffix, sep):
     line = 7 if suffix == ".csv" else 5
     with pytest.raises(DataError, match=f"first at line {line}\\)"):
         TableSource(train=str(tmp_path / f"t{suffix}"), text_columns="sentence").load()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_an_index_written_into_a_csv_is_no_feature_unless_named(tmp_path, suffix):
+    frame = numeric_frame(60)
+    path = tmp_path / f"t{suffix}"
+    frame.to_csv(path, sep="," if suffix == ".csv" else "\t")  # pandas' index: an empty header
+    with pytest.raises(DataError, match=r"column 1 has no name in the header \(pandas calls it "
+                                        r"'Unnamed: 0'; an index written by to_csv\?\)"):
+        TableSource(train=str(path), label_column="y").load()
+    # listed features: the unnamed column is not read
+    features = [c for c in frame.columns if c != "y"]
+    data = TableSource(train=str(path), label_column="y", feature_columns=features).load()
+    assert data.train.x.shape == (60, len(features))
+    assert data.train.x[:, 0].tolist() == frame[features[0]].astype("float32").tolist()
+    # written without the index: every column but the label is a feature, as before
+    frame.to_csv(path, sep="," if suffix == ".csv" else "\t", index=False)
+    data = TableSource(train=str(path), label_column="y").load()
+    assert data.train.x.shape == (60, len(features))
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_integer_labels_and_ids_beside_a_null_stay_exact(tmp_path, suffix):
+    # pandas reads an integer column with a null as float64, where 2**53 + 1 is 2**53
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    big = 2**53
+    labels = [big + i % 2 for i in range(40)]
+    labels[5] = None
+    table = pa.table({"sentence": sentiment_frame(40)["sentence"],
+                      "label": pa.array(labels, pa.int64()),
+                      "uid": pa.array(range(big, big + 40), pa.int64())})
+    path = tmp_path / f"t{suffix}"
+    if suffix == ".parquet":
+        pq.write_table(table, path)
+    else:
+        path.write_text("".join(json.dumps(row) + "\n" for row in table.to_pylist()))
+    with pytest.raises(DataError, match="1 row.s. have no label in column 'label'"):
+        TableSource(train=str(path), text_columns=["sentence"]).load()
+    data = TableSource(train=str(path), text_columns=["sentence"], id_column="uid",
+                       drop_labels=[""]).load()
+    assert data.train.class_names == [str(big), str(big + 1)] and data.dropped == {"train": 1}
+    assert data.train.ids.tolist() == [big + i for i in range(40) if i != 5]

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from datamap.data.labels import NUMBER, canonical_ids, check_one_kind, config_labels
 from datamap.data.options import as_list, column_name, column_names
@@ -64,7 +65,9 @@ def read_frame(path: Path, key: str) -> pd.DataFrame:
         elif suffix == ".jsonl":
             frame = read_json_lines(path)
         else:
-            frame = pd.read_parquet(path)
+            import pyarrow.parquet as pq
+
+            frame = frame_of(pq.read_table(path))
     except Exception as exc:  # each reader raises its own types; all mean "cannot be read"
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DataError(f"{where}: cannot be read as {kind} ({reason}); check that the file is "
@@ -82,7 +85,38 @@ def read_frame(path: Path, key: str) -> pd.DataFrame:
     if len(frame) == 0:
         raise DataError(f"{where}: no rows; the file needs one row per example")
     frame.columns = [str(c) for c in frame.columns]
+    if text_options is not None:
+        # header position (1-based) -> pandas' name, of each column whose header is empty
+        frame.attrs["unnamed_columns"] = {i + 1: frame.columns[i] for i, name in
+                                          enumerate(header) if not name.strip()}
     return frame
+
+
+def frame_of(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table as a frame whose integer columns stay integers: pandas turns an integer
+    column with a null into floats (2**53 + 1 becomes 2**53), so such a column becomes pandas'
+    nullable integers (the null a ``pd.NA``) instead."""
+    frame = table.to_pandas()
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if name in frame.columns and pa.types.is_integer(column.type) and column.null_count:
+            frame[name] = pd.array(column.to_pylist(), dtype=NULLABLE_INTEGERS[column.type])
+    return frame
+
+
+def exact_values(column: pd.Series) -> np.ndarray:
+    """A column's values without loss: a nullable integer column with a null is objects (its
+    integers and ``pd.NA``), since pandas' own ``to_numpy`` makes it float64 (inexact beyond
+    2**53)."""
+    if isinstance(column.dtype, pd.api.extensions.ExtensionDtype) and column.hasnans \
+            and pd.api.types.is_integer_dtype(column.dtype):
+        return column.to_numpy(dtype=object)
+    return column.to_numpy()
+
+
+#: Arrow integer type -> pandas' nullable integer type.
+NULLABLE_INTEGERS = {pa.int8(): "Int8", pa.int16(): "Int16", pa.int32(): "Int32",
+                     pa.int64(): "Int64", pa.uint8(): "UInt8", pa.uint16(): "UInt16",
+                     pa.uint32(): "UInt32", pa.uint64(): "UInt64"}
 
 
 def read_json_lines(path: Path) -> pd.DataFrame:
@@ -92,7 +126,6 @@ def read_json_lines(path: Path) -> pd.DataFrame:
     timestamp and drops its text; a JSON string is text, as the same cell is in CSV, so such
     columns are read again as strings.
     """
-    import pyarrow as pa
     from pyarrow import json as arrow_json
 
     table = arrow_json.read_json(path)
@@ -101,7 +134,7 @@ def read_json_lines(path: Path) -> pd.DataFrame:
         as_text = arrow_json.ParseOptions(
             explicit_schema=pa.schema([(name, pa.string()) for name in temporal]))
         table = arrow_json.read_json(path, parse_options=as_text).select(table.column_names)
-    return table.to_pandas()
+    return frame_of(table)
 
 
 def row_name(path: Path, position: int) -> str:
@@ -232,6 +265,17 @@ class TableSource:
         frame = read_frame(path, key)
         where = str(path)
         columns = ", ".join(frame.columns)
+        unnamed = frame.attrs.get("unnamed_columns") or {}
+        if unnamed and features is None and self.text_columns is None \
+                and self.feature_columns is None:
+            position, name = next(iter(unnamed.items()))
+            raise DataError(
+                f"{where}: column {position} has no name in the header (pandas calls it "
+                f"{name!r}; an index written by to_csv?), and with data.source.feature_columns "
+                "unset every column but the label and id is a feature, this one too: remove it "
+                "(to_csv(index=False)), name it, or list the features in "
+                "data.source.feature_columns"
+            )
         if self.label_column not in frame.columns:
             raise DataError(f"{where}: no label column {self.label_column!r} (columns: "
                             f"{columns}); set data.source.label_column")
@@ -244,7 +288,7 @@ class TableSource:
         labels = label_strings(
             # numpy scalars keep their width: a float32 label is checked against float32's
             # limit of exact integers, not float64's
-            frame[self.label_column].to_numpy(),
+            exact_values(frame[self.label_column]),
             lambda i: f"{where}: label column {self.label_column!r} at {row_name(path, i)}")
         keep = ~np.isin(labels, list(self.drop_labels)) if self.drop_labels else np.ones(
             len(frame), dtype=bool)
@@ -280,7 +324,7 @@ class TableSource:
             return np.arange(len(frame), dtype=np.int64)
         column = frame[self.id_column]
         ids = canonical_ids(
-            column.to_numpy(),
+            exact_values(column),
             lambda i: f"{path}: id column {self.id_column!r} must hold integers, got "
                       f"{column.iloc[i]!r} at {row_name(path, i)}",
             "fix it, or leave data.source.id_column unset to number rows in file order")
