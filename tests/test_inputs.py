@@ -218,3 +218,20 @@ def test_integer_labels_and_ids_beside_a_null_stay_exact(tmp_path, suffix):
                        drop_labels=[""]).load()
     assert data.train.class_names == [str(big), str(big + 1)] and data.dropped == {"train": 1}
     assert data.train.ids.tolist() == [big + i for i in range(40) if i != 5]
+
+
+@pytest.mark.parametrize("where, refusal", [
+    ("train/stray.png", r"train: 1 image\(s\) directly in it \(first 'stray.png'\) have no "
+                        r"class; move each into .*/train/<class>/"),
+    ("train/vertical/more/001.png", r"train/vertical: folder 'more' inside this class folder "
+                                    r"holds images, which are not read"),
+])
+def test_an_image_outside_a_class_folder_is_refused_not_left_out(tmp_path, where, refusal):
+    root = write_image_folder(tmp_path / "images", per_class=4)
+    source = ImageFolderSource(root=str(root))
+    assert len(source.load().train.labels) == 12
+    (root / where).parent.mkdir(parents=True, exist_ok=True)
+    (root / where).write_bytes((root / "train" / "diagonal" / "000.png").read_bytes())
+    (root / "train" / "notes.txt").write_text("not an image: skipped, counted in the log")
+    with pytest.raises(DataError, match=refusal):
+        ImageFolderSource(root=str(root)).load()

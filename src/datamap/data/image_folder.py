@@ -154,7 +154,21 @@ class ImageFolderSource:
         class_dirs = sorted(p for p in folder.iterdir() if p.is_dir()
                             and not p.name.startswith("."))
         classes = self._class_names(folder, [p.name for p in class_dirs])
+        # an image outside a class folder has no label: refused, never silently left out
+        loose = sorted(p.name for p in folder.iterdir() if p.is_file()
+                       and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+        if loose:
+            raise DataError(f"{folder}: {len(loose)} image(s) directly in it (first "
+                            f"{loose[0]!r}) have no class; move each into {folder}/<class>/ "
+                            "or remove it")
         for class_dir in class_dirs:
+            nested = sorted(p.name for p in class_dir.iterdir() if p.is_dir()
+                            and not p.name.startswith(".") and any(
+                                q.suffix.lower() in IMAGE_SUFFIXES for q in p.rglob("*")))
+            if nested:
+                raise DataError(f"{class_dir}: folder {nested[0]!r} inside this class folder "
+                                "holds images, which are not read (classes are one level "
+                                "deep); move them up into the class folder or remove it")
             files = sorted(p for p in class_dir.iterdir() if p.is_file()
                            and not p.name.startswith("."))
             found = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
