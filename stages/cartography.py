@@ -20,7 +20,7 @@ def main(cfg, inputs, outputs):
     # before any output is written: the flag (bool("false") would switch the correction on)
     # and the selection the plan below counts, checked as the select stage checks them
     flag(cfg.cartography.get("include_ci", False), "cartography.include_ci")
-    check_selection(cfg)
+    check_selection(cfg, root=inputs.root)
     summary = run_cartography(
         inputs.train / "dynamics.parquet",
         inputs.prepared,

@@ -11,7 +11,8 @@ from datamap.selection.specs import check_selection, selected_spec_names, write_
 @stage
 def main(cfg, inputs, outputs):
     register_configured(cfg.get("scores"))
-    check_selection(cfg)  # every key, before any subset is written (and any grid retrained)
+    # every key (and ids file), before any subset is written and any grid retrained
+    check_selection(cfg, root=inputs.root)
     for spec in selected_spec_names(cfg):
         # ids_file specs name files under data/selections/ of the repository (inputs.root)
         write_configured_subset(cfg, spec, inputs.cartography, inputs.prepared,

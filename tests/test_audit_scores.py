@@ -243,6 +243,25 @@ def test_the_cartography_stage_refuses_before_writing_anything(overrides, pred_t
     assert {p for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("ids_file, content, says", [
+    ("data/selections/twice.csv", "id\n1\n1\n", "twice.csv: id 1 is listed 2 times"),
+    ("data/selections/none.csv", "uid\n1\n", "none.csv"),
+    ("elsewhere/ids.csv", "id\n1\n", "is outside data/selections/"),
+    ("data/selections/ids.txt", "id\n1\n", "must be a .csv or .parquet file"),
+])
+def test_the_cartography_stage_checks_an_ids_file_before_writing_anything(ids_file, content,
+                                                                          says, tmp_path):
+    _cartography_inputs(tmp_path, "int32")
+    (tmp_path / ids_file).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / ids_file).write_text(content)
+    before = {p for p in tmp_path.rglob("*") if p.is_file()}
+    code, stderr = stage_in_process("cartography", f"+selection.specs.mine.ids_file={ids_file}",
+                                    cwd=tmp_path)
+    assert_refused(code, stderr, says)
+    assert not (tmp_path / "data" / "cartography").exists()
+    assert {p for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
 # --------------------------------------------------------------------------------------------
 # 5. the plan counts each spec as the selection draws it
 

@@ -68,7 +68,7 @@ def run_subset(cfg: DictConfig, inputs: Layout, outputs: Layout,
                           "(e.g. +spec=ambiguous_33)")
     (spec,) = selected_spec_names(cfg)
     register_configured(cfg.get("scores"))
-    check_selection(cfg)
+    check_selection(cfg, root=inputs.root)
     write_configured_subset(cfg, spec, inputs.cartography, inputs.prepared, outputs.subset(spec),
                             root=inputs.root)
     fit_seeds(cfg, cfg.selection.retrain_seeds, out_dir=outputs.retrain(spec),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -188,11 +189,15 @@ SELECTION_KEYS = ("specs", "sweep", "stratify", "retrain_seeds", "retrain_media"
                   "all_specs")
 
 
-def check_selection(cfg: DictConfig) -> None:
+def check_selection(cfg: DictConfig, root: str | os.PathLike | None = None) -> None:
     """Check every key of ``selection`` at once, before anything is selected or retrained: a
     misspelt key, a baseline that names no spec, seeds that are not distinct integers, a flag
     that is not true or false, and every spec's definition (:func:`check_spec`). The select
-    stage runs it, so a grid is never retrained for a report that cannot be written."""
+    stage runs it, so a grid is never retrained for a report that cannot be written.
+
+    With the repository ``root``, an ``ids_file`` spec's path is checked too (under
+    ``data/selections/``, a CSV or Parquet file) and the file, when it is there already, read
+    (the cartography stage counts it in its plan; it may still be written before select)."""
     from omegaconf import OmegaConf
 
     selection = cfg.get("selection")
@@ -215,16 +220,29 @@ def check_selection(cfg: DictConfig) -> None:
         flag(selection.get(key, False), f"selection.{key}")
     for name in specs:
         check_spec(name, OmegaConf.to_container(specs[name], resolve=True),
-                   sweep=name not in (selection.get("specs") or {}))
+                   sweep=name not in (selection.get("specs") or {}), root=root)
 
 
-def check_spec(name: str, spec: Any, sweep: bool = False) -> None:
-    """Check one spec's definition (its criteria and fractions, or its file of ids' path)
-    without reading any data."""
-    from datamap.selection.ranking import IDS_FILE, parse_spec, spec_key
+def check_spec(name: str, spec: Any, sweep: bool = False,
+               root: str | os.PathLike | None = None) -> None:
+    """Check one spec's definition (its criteria and fractions; or, given the repository
+    ``root``, its file of ids: its path, and the file when it exists) without reading any
+    scores."""
+    from datamap.selection.ranking import (
+        IDS_FILE,
+        ids_file_key,
+        ids_file_path,
+        parse_spec,
+        read_ids_file,
+        spec_key,
+    )
 
     if isinstance(spec, Mapping) and list(spec) == [IDS_FILE]:
-        return  # its path is checked where it is read (it needs the repository root)
+        if root is not None:
+            path = ids_file_path(name, spec, root)
+            if path.is_file():
+                read_ids_file(path, ids_file_key(name))
+        return
     parse_spec(name, spec, key=spec_key(name, sweep=sweep))
 
 
