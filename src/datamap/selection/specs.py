@@ -23,8 +23,8 @@ This module imports nothing heavy: it runs inside every Hydra start-up.
 from __future__ import annotations
 
 import math
-import re
 import os
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
