@@ -126,6 +126,8 @@ def image_problem(kind: str) -> Callable[[Path], None]:
         elif kind == "same-class":
             (root / "imgs" / "train" / "vertical").rename(root / "imgs" / "train" / "1")
             (root / "imgs" / "train" / "diagonal").rename(root / "imgs" / "train" / "01")
+        elif kind == "loose":
+            (root / "imgs" / "train" / "stray.png").write_bytes(target.read_bytes())
         elif kind == "mixed-kinds":
             (root / "imgs" / "train" / "vertical").rename(root / "imgs" / "train" / "0")
             (root / "imgs" / "train" / "diagonal").rename(root / "imgs" / "train" / "1")
@@ -183,6 +185,63 @@ def dynamics_with_nan(root: Path) -> None:
                   raw_table(cols, DynamicsMeta(num_classes=3, records_per_epoch=1)))
 
 
+def dynamics_of_prepared(pred_type: str = "int32") -> Callable[[Path], None]:
+    """Prepared numbers and dynamics of their train split (``pred`` stored as ``pred_type``)."""
+    def setup(root: Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from datamap.data.splits import read_split
+        from datamap.dynamics.schema import DynamicsMeta, build_dynamics
+        from datamap.io import write_parquet
+
+        from .helpers import make_columns
+
+        prepared("numeric")(root)
+        train = read_split(root / "data" / "prepared", "train")
+        cols, _, _ = make_columns(len(train.ids), k=3, ids=np.asarray(train.ids),
+                                  gold=np.asarray(train.labels))
+        table = build_dynamics(cols, DynamicsMeta(num_classes=3))
+        path = root / "data" / "train" / "dynamics.parquet"
+        if pred_type == "int32":
+            write_parquet(path, table)
+        else:
+            index = table.schema.get_field_index("pred")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            field = table.schema.field("pred")
+            pq.write_table(table.set_column(index, field.with_type(pa.type_for_alias(pred_type)),
+                                            table.column("pred").cast(pred_type)), path)
+    return setup
+
+
+def planted_checkpoint(kind: str) -> Callable[[Path], None]:
+    """A retrained model.ckpt that would run code: a pickled object (``pickle``), or a
+    description of a part that is no trusted class (``target``)."""
+    def setup(root: Path) -> None:
+        import torch
+
+        checkpoint_of_two_classes(root)
+        path = root / "data" / "retrain" / "full" / "seed_0" / "model.ckpt"
+        state = torch.load(path, weights_only=True)
+        described = state["hyper_parameters"]
+        if kind == "pickle":
+            described["net"] = Planted(root / "ran")
+        else:
+            described["net"] = {**described["net"], "_target_": "os.system"}
+        torch.save(state, path)
+    return setup
+
+
+class Planted:
+    """Unpickled, it would create a file (the stage must never unpickle it)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
 def checkpoint_of_two_classes(root: Path) -> None:
     from functools import partial as bind
 
@@ -238,6 +297,11 @@ TABLE_CASES = [
     Case("empty-texts", "prepare", (*TEXT, "data.source.train=sst.jsonl"),
          ("sst.jsonl: 1 row(s) have an empty text in column 'sentence' (first at line 8)",),
          write("sst.jsonl", sst({(7, "sentence"): "   "}))),
+    Case("unnamed-csv-column", "prepare",
+         ("data=table", "data.source.train=num.csv", "data.source.label_column=y"),
+         ("num.csv: column 1 has no name in the header (pandas calls it 'Unnamed: 0'",
+          "list the features in data.source.feature_columns"),
+         lambda root: numeric_frame(40).to_csv(root / "num.csv")),
     Case("non-numeric-features", "prepare",
          ("data=table", "data.source.train=num.csv", "data.source.label_column=y"),
          ("num.csv: feature column 'f2' has 1 non-numeric", "'n/a' at line 4"),
@@ -332,6 +396,9 @@ IMAGE_CASES = [
          ("imgs: image folder not found", "set data.source.root")),
     Case("no-train-folder", "prepare", IMAGE, ("imgs: no train/ folder",),
          images(splits=("test",))),
+    Case("image-outside-class-folder", "prepare", IMAGE,
+         ("imgs/train: 1 image(s) directly in it (first 'stray.png') have no class",),
+         image_problem("loose")),
     Case("class-folder-without-images", "prepare", IMAGE,
          ("train/vertical: no images (.png, .jpg, .jpeg)",), image_problem("empty")),
     Case("unreadable-image", "prepare", IMAGE,
@@ -415,6 +482,25 @@ CONFIG_CASES = [
     Case("dynamics-not-probabilities", "cartography", (),
          ("column 'p_gold' holds 1 value(s) outside [0, 1] or not a number", "nan for id",
           "rerun the train stage"), dynamics_with_nan, outputs=("data/cartography",)),
+    Case("dynamics-wrong-type", "cartography", (),
+         ("dynamics.parquet: column 'pred' is float64, expected int32",),
+         dynamics_of_prepared("float64"), outputs=("data/cartography",)),
+    Case("cartography-flag-not-boolean", "cartography", ("cartography.include_ci='false'",),
+         ("cartography.include_ci must be true or false, got 'false'",),
+         dynamics_of_prepared(), outputs=("data/cartography",)),
+    Case("ids-file-not-unique", "cartography",
+         ("+selection.specs.mine.ids_file=data/selections/mine.csv",),
+         ("mine.csv: id 1 is listed 2 times", "list each id once"),
+         both(dynamics_of_prepared(), lambda root: (root / "data" / "selections").mkdir(),
+              write("data/selections/mine.csv", text="id\n1\n1\n")),
+         outputs=("data/cartography",)),
+    Case("planted-checkpoint", "evaluate", (*SPECS, "+spec=full"),
+         ("model.ckpt: holds Python objects, not only tensors and plain values",
+          "does not unpickle them", "retrain it"),
+         planted_checkpoint("pickle"), outputs=("data/eval", "ran")),
+    Case("checkpoint-of-untrusted-class", "evaluate", (*SPECS, "+spec=full"),
+         ("its model.net is os.system, which is neither datamap's nor torch's",),
+         planted_checkpoint("target"), outputs=("data/eval",)),
     Case("checkpoint-of-other-classes", "evaluate", (*SPECS, "+spec=full"),
          ("the model has 2 classes but the prepared data has 3", "retrain it"),
          checkpoint_of_two_classes, outputs=("data/eval",)),
@@ -434,6 +520,10 @@ CONFIG_CASES = [
          outputs=("data/subsets",)),
     Case("selection-flag-not-boolean", "select", ("selection.stratify=no",),
          ("selection.stratify must be true or false, got 'no'",), outputs=("data/subsets",)),
+    Case("selection-fraction-not-a-number", "select",
+         ("+selection.specs.bad={random: abc}", "+spec=bad"),
+         ("selection.specs.bad.random must be a fraction in [0, 1], got 'abc'",),
+         outputs=("data/subsets/bad",)),
     Case("selection-unknown-criterion", "select",
          ("+selection.specs.bad={ambigous: 0.3}", "+spec=bad"),
          ("selection.specs.bad.ambigous", "unknown criterion"), outputs=("data/subsets/bad",)),
