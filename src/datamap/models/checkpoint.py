@@ -3,6 +3,10 @@
 A Lightning checkpoint carries run-specific state (callback paths, optimizer moments, loop
 timings) that makes identical training give different bytes. ``model.ckpt`` keeps only what
 ``Classifier.load_from_checkpoint`` needs, so DVC's cache sees identical runs as identical.
+
+Every checkpoint is read with ``torch.load(weights_only=True)``: datamap writes only tensors and
+plain values (the model's parts as descriptions, :mod:`datamap.models.factories`), so a file
+holding anything else -- one planted to run code when unpickled -- is refused, not unpickled.
 """
 
 from __future__ import annotations
