@@ -100,19 +100,12 @@ def targets_of(config: Any) -> set[str]:
 
 def _locate(target: str) -> Any:
     """The object at the dotted path ``target`` (``package.module.Name``), or None."""
-    parts = target.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        try:
-            obj: Any = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        try:
-            for name in parts[cut:]:
-                obj = getattr(obj, name)
-        except AttributeError:
-            return None
-        return obj
-    return None
+    from hydra.utils import get_object
+
+    try:
+        return get_object(target)
+    except (ImportError, AttributeError, ValueError):
+        return None
 
 
 def _trusted(target: str, trusted: tuple[str, ...]) -> bool:
